@@ -1,0 +1,242 @@
+"""The `run` command: wires watch -> state -> render -> apply together and owns the main loop.
+
+Signal handlers only set flags and wake the loop (the patroni way); the loop does the work: reload settings on
+SIGHUP, restart keepalived with backoff when it dies, reconcile when the debouncer says a change is due, and on
+SIGTERM/SIGINT stop keepalived cleanly (priority-0 advert, VIPs released) and return 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from types import FrameType
+
+from supervisor import net
+from supervisor.debounce import Debouncer, restart_delay
+from supervisor.keepalived import ConfigRejected, Keepalived, KeepalivedPaths, write_atomically
+from supervisor.labels import ServiceSpec
+from supervisor.model import DesiredState, build_desired_state
+from supervisor.notify import NotifyFifoReader, Transition
+from supervisor.render import render
+from supervisor.settings import Settings, SettingsError, load_settings
+from supervisor.status import StatusBoard
+
+log = logging.getLogger(__name__)
+
+HEALTHY, FAILED = "0\n", "1\n"
+STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
+
+
+def preflight(settings: Settings, state: DesiredState) -> list[str]:
+    """Problems that make `run` impossible on this host (checked at start, one line each)."""
+    problems = []
+    for instance in state.instances:
+        if not net.interface_exists(instance.interface):
+            variable = "INTERFACE" if instance.source == "environment" else f"interface of {instance.source}"
+            problems.append(f"{variable}={instance.interface!r}: no such interface on this host")
+    return problems
+
+
+class Supervisor:
+    """One node's supervisor: one keepalived, its config and its health files."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run_dir = settings.run_dir
+        self.keepalived = Keepalived(settings.keepalived_bin, KeepalivedPaths(self.run_dir), on_exit=self.wake)
+        self.board = StatusBoard(self.run_dir)
+        self.debouncer = Debouncer(settings.reconcile_min_wait, settings.reconcile_max_wait)
+        self._wake = threading.Event()
+        self._stop_signal: int | None = None
+        self._reload_requested = False
+        self._services: list[ServiceSpec] = []
+        self._last_problems: tuple[str, ...] = ()
+        self._state: DesiredState | None = None
+        self._failures = 0
+        self._started_at = 0.0
+        self._restart_at: float | None = None
+
+    # -- signals: set a flag, wake the loop, nothing else ---------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._stop_signal = signum
+        self._wake.set()
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    # -- state --------------------------------------------------------------------------------------------------
+
+    def desired_state(self) -> DesiredState:
+        return build_desired_state(self.settings, self._services, net.local_addresses())
+
+    def _log_problems(self, state: DesiredState) -> None:
+        if state.problems != self._last_problems:
+            for problem in state.problems:
+                if problem not in self._last_problems:
+                    log.error("%s", problem)
+            self._last_problems = state.problems
+
+    def _write_track_files(self, state: DesiredState) -> None:
+        for instance in state.instances:
+            if not instance.track_file.exists():
+                instance.track_file.parent.mkdir(parents=True, exist_ok=True)
+                write_atomically(instance.track_file, HEALTHY, mode=0o644)
+
+    def _on_transition(self, transition: Transition) -> None:
+        log.info("instance %s is now %s (priority %s)", transition.instance, transition.state, transition.priority)
+        self.board.record_transition(transition.instance, transition.state, transition.priority)
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.install_signal_handlers()
+        self.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        state = self.desired_state()
+        problems = preflight(self.settings, state)
+        if problems:
+            for problem in problems:
+                log.error("%s", problem)
+            return 2
+        self._log_problems(state)
+        text = render(state)
+        try:
+            self.keepalived.config_test(text)
+        except ConfigRejected as rejected:
+            log.error("the initial configuration was rejected, keepalived not started: %s", rejected)
+            return 1
+        self.keepalived.clean_stale()
+        for instance in state.instances:
+            net.remove_vips(instance.interface, instance.vips)
+        self._write_track_files(state)
+        write_atomically(self.keepalived.paths.config, text)
+        self._state = state
+        self.board.set_desired(state)
+        fifo = NotifyFifoReader(state.notify_fifo, self._on_transition)
+        fifo.start()
+        self._start_keepalived()
+        try:
+            self._loop()
+        finally:
+            log.info("stopping keepalived (signal %s)", self._stop_signal)
+            status = self.keepalived.stop()
+            fifo.stop()
+            log.info("keepalived stopped with status %s; supervisor exiting", status)
+        return 0
+
+    def _start_keepalived(self) -> None:
+        self.keepalived.start()
+        self._started_at = time.monotonic()
+        pid = self.keepalived.pid
+        if pid is not None:
+            self.board.record_start(pid)
+
+    def _loop(self) -> None:
+        next_vip_poll = 0.0
+        while self._stop_signal is None:
+            now = time.monotonic()
+            waits = [1.0]
+            deadline = self.debouncer.deadline()
+            if deadline is not None:
+                waits.append(deadline - now)
+            if self._restart_at is not None:
+                waits.append(self._restart_at - now)
+            self._wake.wait(max(0.0, min(waits)))
+            self._wake.clear()
+            if self._stop_signal is not None:
+                break
+            now = time.monotonic()
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload_settings()
+            self._watch_keepalived(now)
+            if self.debouncer.due(now):
+                self.debouncer.clear()
+                self.reconcile()
+            if now >= next_vip_poll:
+                next_vip_poll = now + 1.0
+                self._poll_vips()
+
+    def _watch_keepalived(self, now: float) -> None:
+        status = self.keepalived.exit_status()
+        if status is not None and self._restart_at is None:
+            ran = now - self._started_at
+            self._failures = 1 if ran >= STABLE_RUN_SECONDS else self._failures + 1
+            delay = restart_delay(self._failures)
+            log.error("keepalived exited with status %s after %.1f s; restarting in %.1f s", status, ran, delay)
+            self._restart_at = now + delay
+        if self._restart_at is not None and now >= self._restart_at:
+            self._restart_at = None
+            self._start_keepalived()
+
+    def _poll_vips(self) -> None:
+        if self._state is None:
+            return
+        for instance in self._state.instances:
+            held = bool(net.held_vips(instance.interface, instance.vips))
+            self.board.record_vips_held(instance.name, held)
+
+    def _reload_settings(self) -> None:
+        try:
+            fresh = load_settings(os.environ)
+        except SettingsError as error:
+            for problem in error.problems:
+                log.error("SIGHUP: %s", problem)
+            log.error("SIGHUP: settings not changed; the running configuration stays")
+            return
+        if (fresh.run_dir, fresh.keepalived_bin) != (self.settings.run_dir, self.settings.keepalived_bin):
+            log.warning("SIGHUP: RUN_DIR and KEEPALIVED_BIN take effect only after a restart")
+            fresh = replace(fresh, run_dir=self.settings.run_dir, keepalived_bin=self.settings.keepalived_bin)
+        log.info("SIGHUP: settings reloaded")
+        self.settings = fresh
+        self.debouncer = Debouncer(fresh.reconcile_min_wait, fresh.reconcile_max_wait)
+        self.reconcile()
+
+    def set_services(self, services: list[ServiceSpec]) -> None:
+        """Called by the watcher side with the current label-defined services; the loop reconciles soon."""
+        self._services = services
+        self.debouncer.mark(time.monotonic())
+        self._wake.set()
+
+    def reconcile(self) -> None:
+        """Render the desired state and apply it: test, install, SIGHUP; only when the bytes changed."""
+        state = self.desired_state()
+        self._log_problems(state)
+        self._write_track_files(state)
+        try:
+            changed = self.keepalived.install(render(state))
+        except ConfigRejected as rejected:
+            log.error("new configuration rejected, the running one stays: %s", rejected)
+            self.board.record_config_error(str(rejected))
+            return
+        self._state = state
+        self.board.set_desired(state)
+        if changed and self.keepalived.pid is not None:
+            self.keepalived.reload()
+            self.board.record_reload()
+            log.info("configuration changed: keepalived reloaded (%d instances)", len(state.instances))
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run(settings: Settings) -> int:
+    configure_logging(settings.log_level)
+    return Supervisor(settings).run()

@@ -1,0 +1,120 @@
+"""Command line: `keepalived-supervisor run | render | check | status`.
+
+`run` is the container's entrypoint. `render` prints the config `run` would install, `check` validates settings
+(and labels when the engine is reachable) and exits 2 with one line per problem, `status` reports the running
+supervisor's view of every instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from supervisor.settings import Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+def _load() -> Settings | None:
+    try:
+        return load_settings(os.environ)
+    except SettingsError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_run(_args: argparse.Namespace) -> int:
+    settings = _load()
+    if settings is None:
+        return EXIT_INVALID
+    from supervisor.app import run
+
+    return run(settings)
+
+
+def cmd_render(_args: argparse.Namespace) -> int:
+    settings = _load()
+    if settings is None:
+        return EXIT_INVALID
+    from supervisor.model import build_desired_state
+    from supervisor.render import render
+
+    print("docker engine not watched: rendering from the environment alone", file=sys.stderr)
+    state = build_desired_state(settings, [])
+    for problem in state.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    sys.stdout.write(render(state))
+    return EXIT_OK
+
+
+def cmd_check(_args: argparse.Namespace) -> int:
+    settings = _load()
+    if settings is None:
+        return EXIT_INVALID
+    print("configuration ok")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from supervisor.status import format_status, read_status
+
+    settings = _load()
+    if settings is None:
+        return EXIT_INVALID
+    try:
+        data = read_status(settings.run_dir)
+    except FileNotFoundError:
+        print(f"supervisor not running: no status in {settings.run_dir}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    running = _pid_alive(data.get("supervisor_pid"))
+    keepalived_running = running and _pid_alive(data.get("keepalived", {}).get("pid"))
+    if args.json:
+        print(json.dumps({**data, "running": running, "keepalived_running": keepalived_running}, indent=2))
+    else:
+        print(format_status(data, running))
+    if not running:
+        return EXIT_NOT_RUNNING
+    return EXIT_OK if keepalived_running else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keepalived-supervisor",
+        description="Keeps virtual IPs on the host whose front end answers (keepalived, driven by Docker).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="supervise keepalived (the container entrypoint)").set_defaults(func=cmd_run)
+    commands.add_parser("render", help="print the keepalived.conf that run would install").set_defaults(func=cmd_render)
+    commands.add_parser("check", help="validate settings and labels; exit 2 listing the problems").set_defaults(
+        func=cmd_check
+    )
+    status = commands.add_parser("status", help="state, priority, VIPs and health of every instance")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The keepalived child process: config test, atomic install, start, SIGHUP reload, stop, stale cleanup.
+
+keepalived runs in the foreground (``--dont-fork``) as our child, VRRP only, logging to its console, which we
+forward line by line to the ``keepalived`` logger. Its own child (the VRRP process) dies with it, sending its
+priority-0 advert and removing its VIPs. Every config is checked with ``keepalived --config-test`` before it
+replaces the installed one, so a rejected config never reaches the running daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+keepalived_log = logging.getLogger("keepalived")
+
+CONFIG_TEST_TIMEOUT = 20.0
+
+
+class ConfigRejected(Exception):
+    """keepalived --config-test refused a rendered config; the message is keepalived's own."""
+
+
+@dataclass(frozen=True)
+class KeepalivedPaths:
+    """Where keepalived's files live: all under the supervisor's run directory."""
+
+    run_dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "keepalived.conf"
+
+    @property
+    def candidate(self) -> Path:
+        return self.run_dir / "keepalived.conf.candidate"
+
+    @property
+    def pid_files(self) -> tuple[Path, Path, Path]:
+        return (self.run_dir / "keepalived.pid", self.run_dir / "vrrp.pid", self.run_dir / "checkers.pid")
+
+
+def is_bind_mount(path: Path) -> bool:
+    """True when `path` itself is a mount point (a bind-mounted file cannot be replaced by rename)."""
+    target = str(path.resolve())
+    try:
+        mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
+            return True
+    return False
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace `path` with `text` so readers see the old or the new file, never a mix."""
+    data = text.encode("utf-8")
+    if path.exists() and is_bind_mount(path):
+        with path.open("r+b") as handle:  # rename over a bind mount fails (EBUSY): write in place
+            handle.truncate(0)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, mode)
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+def _process_cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class Keepalived:
+    """One supervised keepalived daemon."""
+
+    def __init__(self, binary: str, paths: KeepalivedPaths, on_exit: Callable[[], None] | None = None) -> None:
+        self.binary = binary
+        self.on_exit = on_exit
+        self.paths = paths
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    # -- configuration -------------------------------------------------------------------------------------------
+
+    def config_test(self, text: str) -> None:
+        """Raise ConfigRejected with keepalived's message when it refuses `text`."""
+        write_atomically(self.paths.candidate, text)
+        try:
+            result = subprocess.run(
+                [self.binary, "--config-test", "-l", "-f", str(self.paths.candidate)],
+                capture_output=True,
+                timeout=CONFIG_TEST_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ConfigRejected(f"keepalived --config-test did not finish within {CONFIG_TEST_TIMEOUT:g} s") from None
+        except OSError as error:
+            raise ConfigRejected(f"cannot run {self.binary}: {error.strerror}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.candidate.unlink()
+        if result.returncode != 0:
+            output = (result.stderr + result.stdout).decode(errors="replace").strip()
+            raise ConfigRejected(f"keepalived --config-test exit {result.returncode}: {output or 'no message'}")
+
+    def installed_text(self) -> str | None:
+        try:
+            return self.paths.config.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def install(self, text: str) -> bool:
+        """Test and install `text`; False when it equals the installed config (nothing to do)."""
+        if self.installed_text() == text:
+            return False
+        self.config_test(text)
+        write_atomically(self.paths.config, text)
+        return True
+
+    # -- process -------------------------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
+    def exit_status(self) -> int | None:
+        """None while running (or never started), else the exit status of the last run."""
+        if self._process is None:
+            return None
+        return self._process.poll()
+
+    def clean_stale(self) -> None:
+        """Remove pid files (and stop their keepalived) left by an earlier unclean stop."""
+        for pid_file in self.paths.pid_files:
+            try:
+                pid = int(pid_file.read_text().strip() or "0")
+            except (FileNotFoundError, ValueError):
+                pid = 0
+            if pid > 0 and "keepalived" in _process_cmdline(pid) and str(self.paths.config) in _process_cmdline(pid):
+                log.warning("stopping keepalived pid %d left by an earlier run", pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 5
+                while _process_cmdline(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if pid_file.exists():
+                log.info("removing stale pid file %s", pid_file)
+                pid_file.unlink()
+
+    def start(self) -> None:
+        self.clean_stale()
+        pid_file, vrrp_pid, checkers_pid = self.paths.pid_files
+        command = [
+            self.binary,
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--no-syslog",
+            "--vrrp",
+            "--use-file",
+            str(self.paths.config),
+            "--pid",
+            str(pid_file),
+            "--vrrp_pid",
+            str(vrrp_pid),
+            "--checkers_pid",
+            str(checkers_pid),
+        ]
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(
+            target=self._forward_output, args=(self._process,), name="keepalived-log", daemon=True
+        )
+        self._reader.start()
+        log.info("keepalived started, pid %d", self._process.pid)
+
+    def _forward_output(self, process: subprocess.Popen[bytes]) -> None:
+        """Forward keepalived's console to our log; at its end (keepalived exited) tell the owner."""
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            # keepalived prefixes its console lines with a date; the supervisor's logger adds its own.
+            _, sep, message = line.partition(": ")
+            keepalived_log.info("%s", message if sep and line[:3].isalpha() else line)
+        process.wait()
+        if self.on_exit is not None:
+            self.on_exit()
+
+    def reload(self) -> None:
+        if self.pid is None:
+            return
+        os.kill(self.pid, signal.SIGHUP)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM keepalived (it sends priority 0 and removes its VIPs) and wait; SIGKILL after `timeout`."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.error("keepalived did not stop within %g s; killing it", timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._reader is not None:
+            self._reader.join(2)
+        self.clean_stale()
+        return process.returncode

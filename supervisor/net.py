@@ -1,0 +1,79 @@
+"""Addresses and interfaces of this host, through netlink (pyroute2), never by parsing `ip` output.
+
+Each call opens its own short-lived IPRoute socket in the calling thread: pyroute2 0.9's synchronous IPRoute wraps
+an event loop and warns when used from a thread other than the one that created it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable
+
+from pyroute2 import IPRoute
+
+from supervisor.validate import IPAddress, VirtualAddress
+
+log = logging.getLogger(__name__)
+
+
+def _index(ipr: IPRoute, interface: str) -> int | None:
+    found = ipr.link_lookup(ifname=interface)
+    return int(found[0]) if found else None
+
+
+def interface_exists(interface: str) -> bool:
+    with IPRoute() as ipr:
+        return _index(ipr, interface) is not None
+
+
+def _addresses(ipr: IPRoute, index: int | None = None) -> list[tuple[IPAddress, int, int]]:
+    """(address, prefix, interface index) of every address, or of one interface's."""
+    result = []
+    messages = ipr.get_addr(index=index) if index is not None else ipr.get_addr()
+    for message in messages:
+        value = message.get("IFA_ADDRESS") or message.get("IFA_LOCAL")
+        if value:
+            result.append((ipaddress.ip_address(value), int(message["prefixlen"]), int(message["index"])))
+    return result
+
+
+def interface_addresses(interface: str) -> list[IPAddress]:
+    """The interface's addresses, primary first (empty when the interface does not exist)."""
+    with IPRoute() as ipr:
+        index = _index(ipr, interface)
+        if index is None:
+            return []
+        return [address for address, _, _ in _addresses(ipr, index)]
+
+
+def local_addresses() -> frozenset[IPAddress]:
+    """Every address on every interface of this network namespace."""
+    with IPRoute() as ipr:
+        return frozenset(address for address, _, _ in _addresses(ipr))
+
+
+def held_vips(interface: str, vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
+    """Which of `vips` are present on `interface` now."""
+    wanted = {vip.address: vip for vip in vips}
+    with IPRoute() as ipr:
+        index = _index(ipr, interface)
+        if index is None:
+            return []
+        return [wanted[address] for address, _, _ in _addresses(ipr, index) if address in wanted]
+
+
+def remove_vips(interface: str, vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
+    """Delete any of `vips` found on `interface` (left by an unclean stop); returns what was removed."""
+    removed: list[VirtualAddress] = []
+    wanted = {vip.address for vip in vips}
+    with IPRoute() as ipr:
+        index = _index(ipr, interface)
+        if index is None:
+            return removed
+        for address, prefix, _ in _addresses(ipr, index):
+            if address in wanted:
+                ipr.addr("del", index=index, address=str(address), prefixlen=prefix)
+                removed.append(VirtualAddress(address, prefix))
+                log.warning("removed stale virtual IP %s/%d from %s", address, prefix, interface)
+    return removed

@@ -1,0 +1,39 @@
+"""Desired state -> keepalived.conf text, through the Jinja2 template in templates/.
+
+Pure and deterministic: the same state gives the same bytes, so the apply step can compare bytes to decide whether
+keepalived needs a reload. Every value was validated when it entered the model; as a last line of defence the
+rendered text is checked for characters that no validated value can produce in a token.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import jinja2
+
+from supervisor.model import DesiredState
+
+
+def format_seconds(value: float) -> str:
+    """Seconds as keepalived reads them: `1`, `0.5`, `2.25` (no trailing zeros, no exponent)."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("supervisor", "templates"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - the output is keepalived.conf, not HTML; values are validated
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["seconds"] = format_seconds
+    return env
+
+
+def render(state: DesiredState) -> str:
+    """Render keepalived.conf for the desired state."""
+    return _environment().get_template("keepalived.conf.j2").render(state=state)
