@@ -6,6 +6,7 @@ Nothing touches the machine's own namespace: the bridge, every host and every ad
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -162,8 +163,6 @@ class Lab:
             # Anything still running inside (a stray keepalived) is killed before its namespace goes.
             pids = sh("ip", "netns", "pids", netns, check=False).stdout.split()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
             sh("ip", "netns", "del", netns, check=False)

@@ -92,7 +92,7 @@ def test_sigkill_of_keepalived_child_restarts_it(pair: tuple[Node, Node]) -> Non
 def test_config_change_reloads_without_leaving_master_and_unchanged_sends_no_sighup(lab: Lab, tmp_path: Path) -> None:
     settings_file = tmp_path / "a.env"
     settings_file.write_text(f"VIRTUAL_IP={VIP}\n")
-    a, b = start_pair(lab, "multicast", {"SETTINGS_FILE": str(settings_file)})
+    a, _b = start_pair(lab, "multicast", {"SETTINGS_FILE": str(settings_file)})
     wait_until(lambda: a.instance_state("VI_61") == "MASTER" and a.has(VIP), 20, "a MASTER with the VIP")
     assert a.reloads() == 0
 
