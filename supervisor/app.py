@@ -16,13 +16,18 @@ from dataclasses import replace
 from types import FrameType
 
 from supervisor import net
+from supervisor.checks import plan_members
 from supervisor.debounce import Debouncer, restart_delay
+from supervisor.docker_watch import ContainerEvent, DockerWatcher
+from supervisor.health import HealthMonitor
 from supervisor.keepalived import ConfigRejected, Keepalived, KeepalivedPaths, write_atomically
-from supervisor.labels import ServiceSpec
+from supervisor.labels import parse_services
 from supervisor.model import DesiredState, build_desired_state
 from supervisor.notify import NotifyFifoReader, Transition
+from supervisor.preflight import interface_problems, script_problems
 from supervisor.render import render
 from supervisor.settings import Settings, SettingsError, load_settings
+from supervisor.snapshot import Snapshot
 from supervisor.status import StatusBoard
 
 log = logging.getLogger(__name__)
@@ -31,14 +36,14 @@ HEALTHY, FAILED = "0\n", "1\n"
 STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
 
 
-def preflight(settings: Settings, state: DesiredState) -> list[str]:
-    """Problems that make `run` impossible on this host (checked at start, one line each)."""
-    problems = []
+def host_addresses(state: DesiredState) -> dict[str, str | None]:
+    """The host's own address on each instance interface (not a VIP), where probes of published ports go."""
+    vips = {vip.address for instance in state.instances for vip in instance.vips}
+    result: dict[str, str | None] = {}
     for instance in state.instances:
-        if not net.interface_exists(instance.interface):
-            variable = "INTERFACE" if instance.source == "environment" else f"interface of {instance.source}"
-            problems.append(f"{variable}={instance.interface!r}: no such interface on this host")
-    return problems
+        own = [a for a in net.interface_addresses(instance.interface) if a not in vips and a.version == instance.family]
+        result[instance.interface] = str(own[0]) if own else None
+    return result
 
 
 class Supervisor:
@@ -53,7 +58,15 @@ class Supervisor:
         self._wake = threading.Event()
         self._stop_signal: int | None = None
         self._reload_requested = False
-        self._services: list[ServiceSpec] = []
+        self._snapshot = Snapshot()
+        self._label_problems: list[str] = []
+        self.health = HealthMonitor(settings.health_policy, on_verdict=self.board.record_health)
+        self.watcher = DockerWatcher(
+            on_snapshot=self._on_snapshot,
+            selector=dict(settings.label_selector),
+            label_prefix=settings.label_prefix,
+            on_event=self._on_event,
+        )
         self._last_problems: tuple[str, ...] = ()
         self._state: DesiredState | None = None
         self._failures = 0
@@ -81,7 +94,20 @@ class Supervisor:
     # -- state --------------------------------------------------------------------------------------------------
 
     def desired_state(self) -> DesiredState:
-        return build_desired_state(self.settings, self._services, net.local_addresses())
+        specs, problems = parse_services(self._snapshot.containers.values(), self.settings.label_prefix)
+        state = build_desired_state(self.settings, specs, net.local_addresses())
+        return replace(state, problems=(*problems, *state.problems))
+
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        """Watcher thread: remember the snapshot; the loop reconciles once the debouncer says so."""
+        self._snapshot = snapshot
+        self.board.record_engine(snapshot.engine_reachable)
+        self.debouncer.mark(time.monotonic())
+        self._wake.set()
+
+    def _on_event(self, event: ContainerEvent) -> None:
+        """Watcher thread: health verdicts flip at once, without waiting for the debounced reconcile."""
+        self.health.on_container_event(event.id, event.action)
 
     def _log_problems(self, state: DesiredState) -> None:
         if state.problems != self._last_problems:
@@ -106,7 +132,7 @@ class Supervisor:
         self.install_signal_handlers()
         self.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         state = self.desired_state()
-        problems = preflight(self.settings, state)
+        problems = interface_problems(state) + script_problems(self.settings)
         if problems:
             for problem in problems:
                 log.error("%s", problem)
@@ -121,18 +147,23 @@ class Supervisor:
         self.keepalived.clean_stale()
         for instance in state.instances:
             net.remove_vips(instance.interface, instance.vips)
-        self._write_track_files(state)
-        write_atomically(self.keepalived.paths.config, text)
         self._state = state
         self.board.set_desired(state)
+        self._write_track_files(state)
+        self.health.start()
+        self._update_health(state)
+        self.keepalived.install(text)
         fifo = NotifyFifoReader(state.notify_fifo, self._on_transition)
         fifo.start()
         self._start_keepalived()
+        self.watcher.start()
         try:
             self._loop()
         finally:
             log.info("stopping keepalived (signal %s)", self._stop_signal)
+            self.watcher.stop()
             status = self.keepalived.stop()
+            self.health.stop()
             fifo.stop()
             log.info("keepalived stopped with status %s; supervisor exiting", status)
         return 0
@@ -205,25 +236,31 @@ class Supervisor:
         self.debouncer = Debouncer(fresh.reconcile_min_wait, fresh.reconcile_max_wait)
         self.reconcile()
 
-    def set_services(self, services: list[ServiceSpec]) -> None:
-        """Called by the watcher side with the current label-defined services; the loop reconciles soon."""
-        self._services = services
-        self.debouncer.mark(time.monotonic())
-        self._wake.set()
+    def _update_health(self, state: DesiredState) -> None:
+        members = plan_members(state, self._snapshot.containers, self.settings, host_addresses(state))
+        self.health.update(members, {instance.name: instance.track_file for instance in state.instances})
 
     def reconcile(self) -> None:
         """Render the desired state and apply it: test, install, SIGHUP; only when the bytes changed."""
         state = self.desired_state()
         self._log_problems(state)
-        self._write_track_files(state)
-        try:
-            changed = self.keepalived.install(render(state))
-        except ConfigRejected as rejected:
-            log.error("new configuration rejected, the running one stays: %s", rejected)
-            self.board.record_config_error(str(rejected))
-            return
+        text = render(state)
+        changed = text != self.keepalived.installed_text()
+        if changed:
+            try:
+                self.keepalived.config_test(text)
+            except ConfigRejected as rejected:
+                log.error("new configuration rejected, the running one stays: %s", rejected)
+                self.board.record_config_error(str(rejected))
+                if self._state is not None:
+                    self._update_health(self._state)  # the running instances still follow their containers
+                return
         self._state = state
         self.board.set_desired(state)
+        self._write_track_files(state)
+        self._update_health(state)
+        if changed:
+            self.keepalived.install(text)
         if changed and self.keepalived.pid is not None:
             self.keepalived.reload()
             self.board.record_reload()

@@ -133,13 +133,9 @@ class Keepalived:
         except FileNotFoundError:
             return None
 
-    def install(self, text: str) -> bool:
-        """Test and install `text`; False when it equals the installed config (nothing to do)."""
-        if self.installed_text() == text:
-            return False
-        self.config_test(text)
+    def install(self, text: str) -> None:
+        """Install a config that passed config_test, atomically."""
         write_atomically(self.paths.config, text)
-        return True
 
     # -- process -------------------------------------------------------------------------------------------------
 

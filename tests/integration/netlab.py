@@ -69,6 +69,8 @@ class Node:
             "SCRIPT_USER": "nobody",
             "INTERFACE": "eth0",
             "RECONCILE_MIN_WAIT": "0.05",
+            # VRRP-only tests run without an engine: the supervisor serves its env instance and keeps retrying.
+            "DOCKER_HOST": "unix:///nonexistent/docker.sock",
             **env,
         }
         self.log_path = self.lab.workdir / f"{self.name}.log"
