@@ -67,6 +67,13 @@ def cmd_check(_args: argparse.Namespace) -> int:
     settings = _load()
     if settings is None:
         return EXIT_INVALID
+    from supervisor.preflight import script_problems
+
+    problems = script_problems(settings)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_INVALID
     print("configuration ok")
     return EXIT_OK
 

@@ -1,0 +1,261 @@
+"""Simulated hosts on one Docker engine, the way DESIGN.md describes, for health and failover tests and benches.
+
+Each "host" is a long-running busybox container with NET_ADMIN on an internal bridge (198.51.100.0/24, no route
+out). A front end either shares the host's network namespace (``--network container:HOST``, a listener the host
+can see) or lives on a second internal network (203.0.113.0/24) reached through iptables DNAT set up in the host's
+namespace: the Rancher case, where no socket exists on the host. The supervisor under test runs from this checkout
+inside the host's network namespace (``nsenter -n``), with the engine's socket, scoped by a label selector.
+A client container on the same bridge talks to the VIP. ``close`` removes every container and network.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+from docker.models.containers import Container
+from docker.models.networks import Network
+
+from tests.integration.dockerlab import IMAGE, TEST_LABEL, engine_client, ensure_image, new_run_id
+
+REPO = Path(__file__).resolve().parents[2]
+LAN = "198.51.100"
+SVC = "203.0.113"
+SCRIPT_DIR = REPO / ".lab" / "scripts"  # root-owned, not world-writable: keepalived's script security accepts it
+
+
+def nsenter(pid: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", *args], capture_output=True, text=True, check=check, timeout=30
+    )
+
+
+def write_check_script(name: str, body: str) -> Path:
+    """A CHECK_SCRIPT in a directory keepalived's script security accepts (root-owned, mode 755 all the way up)."""
+    SCRIPT_DIR.mkdir(parents=True, exist_ok=True)
+    for directory in (SCRIPT_DIR, SCRIPT_DIR.parent):
+        directory.chmod(0o755)
+    path = SCRIPT_DIR / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+@dataclass
+class Supervisor:
+    """A supervisor process from this checkout, inside a simulated host's network namespace."""
+
+    host: SimHost
+    run_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def status(self) -> dict[str, Any]:
+        path = self.run_dir / "status.json"
+        try:
+            return dict(__import__("json").loads(path.read_text()))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def instance(self, name: str) -> dict[str, Any]:
+        for entry in self.status().get("instances", []):
+            if entry["name"] == name:
+                return dict(entry)
+        return {}
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+@dataclass
+class SimHost:
+    lab: HostLab
+    name: str
+    address: str
+    container: Container
+    pid: int
+    services: list[Container] = field(default_factory=list)
+    supervisor: Supervisor | None = None
+    svc_attached: bool = False
+
+    def has(self, address: str) -> bool:
+        out = nsenter(self.pid, "ip", "-o", "addr", "show", "dev", "eth0").stdout
+        return f" {address}/" in out
+
+    def selector_value(self) -> str:
+        return f"{self.lab.id}-{self.name}"
+
+    def start_supervisor(self, env: dict[str, str]) -> Supervisor:
+        run_dir = self.lab.workdir / self.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.lab.workdir / f"{self.name}-supervisor.log"
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PYTHONPATH": str(REPO),
+            "RUN_DIR": str(run_dir),
+            "SCRIPT_USER": "nobody",
+            "INTERFACE": "eth0",
+            "LABEL_SELECTOR": f"kat.host={self.selector_value()}",
+            "RECONCILE_MIN_WAIT": "0.05",
+            **env,
+        }
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                ["nsenter", "-t", str(self.pid), "-n", sys.executable, "-m", "supervisor", "run"],
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.supervisor = Supervisor(self, run_dir, log_path, process)
+        return self.supervisor
+
+    def add_service(
+        self,
+        name: str,
+        labels: dict[str, str],
+        mode: str = "rancher",
+        port: int = 80,
+        healthcheck: dict[str, Any] | None = None,
+    ) -> Container:
+        """A busybox httpd answering with `name`. mode "rancher": on the service network behind DNAT from this
+        host; mode "shared": in the host's own network namespace (a listener the host can see)."""
+        command = [
+            "sh",
+            "-c",
+            f"mkdir -p /www && echo {name} > /www/index.html && touch /ok && exec httpd -f -p {port} -h /www",
+        ]
+        all_labels = {TEST_LABEL: self.lab.id, "kat.host": self.selector_value(), **labels}
+        options: dict[str, Any] = {
+            "name": f"kat-{self.lab.id}-{name}",
+            "labels": all_labels,
+            "detach": True,
+            "healthcheck": healthcheck,
+        }
+        if mode == "shared":
+            options["network_mode"] = f"container:{self.container.id}"
+            container = self.lab.client.containers.run(IMAGE, command, **options)
+        else:
+            address = f"{SVC}.{10 + len(self.lab.all_services()) + 1}"
+            container = self.lab.client.containers.run(IMAGE, command, **options, **self.lab.endpoint(self.lab.svc, address))
+            self._dnat(port, address)
+        self.services.append(container)
+        return container
+
+    def _dnat(self, port: int, target: str) -> None:
+        if not self.svc_attached:
+            self.lab.svc.connect(self.container, ipv4_address=f"{SVC}.{100 + int(self.address.rsplit('.', 1)[1])}")
+            self.svc_attached = True
+        for chain in ("PREROUTING", "OUTPUT"):
+            nsenter(
+                self.pid, "iptables", "-t", "nat", "-A", chain, "-p", "tcp", "--dport", str(port),
+                "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DNAT", "--to-destination", f"{target}:{port}",
+            )  # fmt: skip
+        nsenter(self.pid, "iptables", "-t", "nat", "-A", "POSTROUTING", "-d", target, "-j", "MASQUERADE")
+
+    def listeners(self) -> str:
+        return nsenter(self.pid, "ss", "-Hltn").stdout
+
+
+class HostLab:
+    """Internal networks `kat-<id>-lan` and `kat-<id>-svc`, hosts, services and a client; all removed on close."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.client: docker.DockerClient = engine_client()
+        ensure_image(self.client)
+        self.id = new_run_id()
+        self.workdir = workdir
+        self.hosts: list[SimHost] = []
+        self.lan: Network = self._network("lan", LAN)
+        self.svc: Network = self._network("svc", SVC)
+        self.client_container = self.client.containers.run(
+            IMAGE,
+            ["sleep", "3600"],
+            name=f"kat-{self.id}-client",
+            labels={TEST_LABEL: self.id},
+            network=self.lan.name,
+            detach=True,
+        )
+
+    def _network(self, role: str, prefix: str) -> Network:
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=f"{prefix}.0/24")])
+        return self.client.networks.create(
+            f"kat-{self.id}-{role}", driver="bridge", internal=True, ipam=ipam, labels={TEST_LABEL: self.id}
+        )
+
+    @staticmethod
+    def endpoint(network: Network, address: str) -> dict[str, Any]:
+        """Options of containers.run that attach the container to `network` with a fixed address."""
+        return {
+            "network": network.name,
+            "networking_config": {network.name: docker.types.EndpointConfig("1.41", ipv4_address=address)},
+        }
+
+    def all_services(self) -> list[Container]:
+        return [service for host in self.hosts for service in host.services]
+
+    def add_host(self, name: str, octet: int) -> SimHost:
+        address = f"{LAN}.{octet}"
+        container = self.client.containers.run(
+            IMAGE,
+            ["sleep", "3600"],
+            name=f"kat-{self.id}-{name}",
+            labels={TEST_LABEL: self.id},
+            cap_add=["NET_ADMIN", "NET_RAW"],
+            sysctls={"net.ipv4.ip_forward": "1"},
+            detach=True,
+            **self.endpoint(self.lan, address),
+        )
+        container.reload()
+        host = SimHost(self, name, address, container, int(container.attrs["State"]["Pid"]))
+        self.hosts.append(host)
+        return host
+
+    def fetch(self, address: str, port: int = 80, timeout: int = 1) -> str | None:
+        """One HTTP request from the client container; the body, or None when it failed."""
+        result = self.client_container.exec_run(
+            ["sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {address} {port}"]
+        )
+        text = result.output.decode(errors="replace")
+        if result.exit_code != 0 or "200 OK" not in text:
+            return None
+        return text.rsplit("\r\n\r\n", 1)[-1].strip()
+
+    def close(self) -> None:
+        for host in self.hosts:
+            if host.supervisor is not None:
+                host.supervisor.stop()
+        for container in self.client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={self.id}"}):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        for network in (self.svc, self.lan):
+            for _ in range(20):
+                try:
+                    network.remove()
+                    break
+                except docker.errors.NotFound:
+                    break
+                except docker.errors.APIError:
+                    time.sleep(0.25)
