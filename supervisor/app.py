@@ -25,6 +25,7 @@ from supervisor.labels import parse_services
 from supervisor.model import DesiredState, build_desired_state
 from supervisor.notify import NotifyFifoReader, Transition
 from supervisor.preflight import interface_problems, script_problems
+from supervisor.reaper import reap_orphans
 from supervisor.render import render
 from supervisor.settings import Settings, SettingsError, load_settings
 from supervisor.snapshot import Snapshot
@@ -194,6 +195,7 @@ class Supervisor:
                 self._reload_requested = False
                 self._reload_settings()
             self._watch_keepalived(now)
+            reap_orphans({pid for pid in (self.keepalived.pid,) if pid is not None})
             if self.debouncer.due(now):
                 self.debouncer.clear()
                 self.reconcile()

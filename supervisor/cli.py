@@ -91,7 +91,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_NOT_RUNNING
     running = _pid_alive(data.get("supervisor_pid"))
     keepalived_running = running and _pid_alive(data.get("keepalived", {}).get("pid"))
-    if args.json:
+    if args.quiet:
+        pass
+    elif args.json:
         print(json.dumps({**data, "running": running, "keepalived_running": keepalived_running}, indent=2))
     else:
         print(format_status(data, running))
@@ -113,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", help="state, priority, VIPs and health of every instance")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--quiet", action="store_true", help="print nothing; exit 0 when supervisor and keepalived run (healthcheck)"
+    )
     status.set_defaults(func=cmd_status)
     return parser
 

@@ -30,7 +30,9 @@ from tests.integration.dockerlab import IMAGE, TEST_LABEL, engine_client, ensure
 REPO = Path(__file__).resolve().parents[2]
 LAN = "198.51.100"
 SVC = "203.0.113"
-SCRIPT_DIR = REPO / ".lab" / "scripts"  # root-owned, not world-writable: keepalived's script security accepts it
+# Root-owned and not world-writable all the way up (a checkout under /tmp would not be): keepalived's script
+# security accepts scripts here.
+SCRIPT_DIR = Path("/run/kat-lab/scripts")
 
 
 def nsenter(pid: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -157,7 +159,9 @@ class SimHost:
             container = self.lab.client.containers.run(IMAGE, command, **options)
         else:
             address = f"{SVC}.{10 + len(self.lab.all_services()) + 1}"
-            container = self.lab.client.containers.run(IMAGE, command, **options, **self.lab.endpoint(self.lab.svc, address))
+            container = self.lab.client.containers.run(
+                IMAGE, command, **options, **self.lab.endpoint(self.lab.svc, address)
+            )
             self._dnat(port, address)
         self.services.append(container)
         return container
