@@ -10,6 +10,8 @@ A client container on the same bridge talks to the VIP. ``close`` removes every 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -19,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
 import docker.errors
 import docker.types
 from docker.models.containers import Container
 from docker.models.networks import Network
 
+import docker
 from tests.integration.dockerlab import IMAGE, TEST_LABEL, engine_client, ensure_image, new_run_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +69,7 @@ class Supervisor:
     def status(self) -> dict[str, Any]:
         path = self.run_dir / "status.json"
         try:
-            return dict(__import__("json").loads(path.read_text()))
+            return dict(json.loads(path.read_text()))
         except (FileNotFoundError, ValueError):
             return {}
 
@@ -164,7 +166,7 @@ class SimHost:
             )
             self._dnat(port, address)
         self.services.append(container)
-        return container
+        return container  # type: ignore[no-any-return]
 
     def _dnat(self, port: int, target: str) -> None:
         if not self.svc_attached:
@@ -240,7 +242,8 @@ class HostLab:
         result = self.client_container.exec_run(
             ["sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {address} {port}"]
         )
-        text = result.output.decode(errors="replace")
+        output = result.output
+        text = output.decode(errors="replace") if isinstance(output, bytes) else ""
         if result.exit_code != 0 or "200 OK" not in text:
             return None
         return text.rsplit("\r\n\r\n", 1)[-1].strip()
@@ -250,10 +253,8 @@ class HostLab:
             if host.supervisor is not None:
                 host.supervisor.stop()
         for container in self.client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={self.id}"}):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
         for network in (self.svc, self.lan):
             for _ in range(20):
                 try:
