@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
+from dataclasses import replace
 
+from supervisor.model import DesiredState
 from supervisor.settings import Settings, SettingsError, load_settings
+from supervisor.snapshot import Snapshot
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 2, 3
 
@@ -48,15 +53,54 @@ def cmd_run(_args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None:
+    """One look at the engine through the watcher (list + inspect), or None when it is unreachable."""
+    import docker
+    from supervisor.docker_watch import DockerWatcher, default_client_factory
+
+    try:
+        default_client_factory().ping()
+    except docker.errors.DockerException:
+        return None
+    logging.getLogger("supervisor.docker_watch").setLevel(logging.ERROR)  # a one-shot look: no retry chatter
+    seen: list[Snapshot] = []
+    arrived = threading.Event()
+
+    def on_snapshot(snapshot: Snapshot) -> None:
+        if snapshot.engine_reachable:
+            seen.append(snapshot)
+            arrived.set()
+
+    watcher = DockerWatcher(on_snapshot, dict(settings.label_selector), settings.label_prefix, retry_max=1.0)
+    watcher.start()
+    try:
+        arrived.wait(timeout)
+    finally:
+        watcher.stop()
+    return seen[-1] if seen else None
+
+
+def desired_from_engine(settings: Settings) -> DesiredState:
+    """The desired state `run` would start with: env plus labelled containers when the engine answers."""
+    from supervisor.labels import parse_services
+    from supervisor.model import build_desired_state
+
+    snapshot = engine_snapshot(settings)
+    if snapshot is None:
+        print("docker engine not reachable: rendering from the environment alone", file=sys.stderr)
+        return build_desired_state(settings, [])
+    specs, problems = parse_services(snapshot.containers.values(), settings.label_prefix)
+    state = build_desired_state(settings, specs)
+    return replace(state, problems=(*problems, *state.problems))
+
+
 def cmd_render(_args: argparse.Namespace) -> int:
     settings = _load()
     if settings is None:
         return EXIT_INVALID
-    from supervisor.model import build_desired_state
     from supervisor.render import render
 
-    print("docker engine not watched: rendering from the environment alone", file=sys.stderr)
-    state = build_desired_state(settings, [])
+    state = desired_from_engine(settings)
     for problem in state.problems:
         print(f"problem: {problem}", file=sys.stderr)
     sys.stdout.write(render(state))
@@ -69,7 +113,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
         return EXIT_INVALID
     from supervisor.preflight import script_problems
 
-    problems = script_problems(settings)
+    problems = script_problems(settings) + list(desired_from_engine(settings).problems)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
