@@ -158,6 +158,7 @@ class Supervisor:
         fifo.start()
         self._start_keepalived()
         self.watcher.start()
+        self.board.record_engine(self.watcher.snapshot.engine_reachable)
         try:
             self._loop()
         finally:
