@@ -12,6 +12,7 @@ RUN --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && python3 -m venv /opt/keepalived-supervisor \
     && /opt/keepalived-supervisor/bin/pip install --no-cache-dir --disable-pip-version-check /src \
+    && /opt/keepalived-supervisor/bin/pip uninstall -y -q pip setuptools \
     && find /opt/keepalived-supervisor -name __pycache__ -prune -exec rm -rf {} +
 
 FROM debian:bookworm-slim
@@ -23,7 +24,8 @@ LABEL org.opencontainers.image.title="docker-keepalived" \
       org.opencontainers.image.base.name="debian:bookworm-slim"
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends keepalived python3 \
-    && rm -rf /var/lib/apt/lists/* /etc/keepalived/keepalived.conf \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /usr/share/doc/* /usr/share/man/* /etc/keepalived/keepalived.conf \
     && useradd --system --no-create-home --shell /usr/sbin/nologin keepalived_script
 COPY --from=build /opt/keepalived-supervisor /opt/keepalived-supervisor
 COPY docker/status /usr/local/bin/status

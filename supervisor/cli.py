@@ -56,6 +56,7 @@ def cmd_run(_args: argparse.Namespace) -> int:
 def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None:
     """One look at the engine through the watcher (list + inspect), or None when it is unreachable."""
     import docker
+
     from supervisor.docker_watch import DockerWatcher, default_client_factory
 
     try:

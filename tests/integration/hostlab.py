@@ -1,9 +1,11 @@
 """Simulated hosts on one Docker engine, the way DESIGN.md describes, for health and failover tests and benches.
 
-Each "host" is a long-running busybox container with NET_ADMIN on an internal bridge (198.51.100.0/24, no route
+Each "host" is a long-running busybox container with NET_ADMIN on an internal bridge (198.51.100.0/25, no route
 out). A front end either shares the host's network namespace (``--network container:HOST``, a listener the host
-can see) or lives on a second internal network (203.0.113.0/24) reached through iptables DNAT set up in the host's
-namespace: the Rancher case, where no socket exists on the host. The supervisor under test runs from this checkout
+can see) or lives on a second internal network (198.51.100.128/25) reached through iptables DNAT set up in the host's
+namespace: the Rancher case, where no socket exists on the host. Both networks' bridges live in the machine's own
+namespace, where Docker adds a route for their subnets: they stay inside 198.51.100.0/24, which nothing else on
+these machines uses (203.0.113.0/24 is not safe there: the package mirrors answer from it). The supervisor under test runs from this checkout
 inside the host's network namespace (``nsenter -n``), with the engine's socket, scoped by a label selector.
 A client container on the same bridge talks to the VIP. ``close`` removes every container and network.
 """
@@ -21,17 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import docker.errors
 import docker.types
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-import docker
 from tests.integration.dockerlab import IMAGE, TEST_LABEL, engine_client, ensure_image, new_run_id
 
 REPO = Path(__file__).resolve().parents[2]
-LAN = "198.51.100"
-SVC = "203.0.113"
+LAN_SUBNET = "198.51.100.0/25"  # hosts .11, .12, the VIP .100, the client
+SVC_SUBNET = "198.51.100.128/25"  # front ends .140 and up, hosts' second legs .200 and up
+LAN = SVC = "198.51.100"
 # Root-owned and not world-writable all the way up (a checkout under /tmp would not be): keepalived's script
 # security accepts scripts here.
 SCRIPT_DIR = Path("/run/kat-lab/scripts")
@@ -160,7 +163,7 @@ class SimHost:
             options["network_mode"] = f"container:{self.container.id}"
             container = self.lab.client.containers.run(IMAGE, command, **options)
         else:
-            address = f"{SVC}.{10 + len(self.lab.all_services()) + 1}"
+            address = f"{SVC}.{140 + len(self.lab.all_services())}"
             container = self.lab.client.containers.run(
                 IMAGE, command, **options, **self.lab.endpoint(self.lab.svc, address)
             )
@@ -170,7 +173,7 @@ class SimHost:
 
     def _dnat(self, port: int, target: str) -> None:
         if not self.svc_attached:
-            self.lab.svc.connect(self.container, ipv4_address=f"{SVC}.{100 + int(self.address.rsplit('.', 1)[1])}")
+            self.lab.svc.connect(self.container, ipv4_address=f"{SVC}.{200 + int(self.address.rsplit('.', 1)[1])}")
             self.svc_attached = True
         for chain in ("PREROUTING", "OUTPUT"):
             nsenter(
@@ -192,8 +195,8 @@ class HostLab:
         self.id = new_run_id()
         self.workdir = workdir
         self.hosts: list[SimHost] = []
-        self.lan: Network = self._network("lan", LAN)
-        self.svc: Network = self._network("svc", SVC)
+        self.lan: Network = self._network("lan", LAN_SUBNET)
+        self.svc: Network = self._network("svc", SVC_SUBNET)
         self.client_container = self.client.containers.run(
             IMAGE,
             ["sleep", "3600"],
@@ -203,8 +206,8 @@ class HostLab:
             detach=True,
         )
 
-    def _network(self, role: str, prefix: str) -> Network:
-        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=f"{prefix}.0/24")])
+    def _network(self, role: str, subnet: str) -> Network:
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
         return self.client.networks.create(
             f"kat-{self.id}-{role}", driver="bridge", internal=True, ipam=ipam, labels={TEST_LABEL: self.id}
         )

@@ -48,7 +48,9 @@ def supervise(lab: HostLab, host: SimHost, priority: int, extra: dict[str, str] 
     )
 
 
-def two_hosts(lab: HostLab, mode: str, labels: dict[str, str] | None = None, **service: object) -> tuple[SimHost, SimHost]:
+def two_hosts(
+    lab: HostLab, mode: str, labels: dict[str, str] | None = None, **service: object
+) -> tuple[SimHost, SimHost]:
     h1, h2 = lab.add_host("h1", 11), lab.add_host("h2", 12)
     h1.add_service("s1", labels or JOIN, mode=mode, **service)  # type: ignore[arg-type]
     h2.add_service("s2", labels or JOIN, mode=mode, **service)  # type: ignore[arg-type]

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: sets the machine up (idempotently), then ruff, mypy --strict, the layering contract and
+# pytest (unit and integration). Extra arguments go to pytest. CI runs it with REQUIRE_INTEGRATION=1.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$KAT_ROOT"
+kat_ensure_machine
+kat_say "building the image from the Dockerfile (docker-keepalived:latest)"
+kat_build_image
+bin="$KAT_ROOT/.venv/bin"
+step() { kat_say "== $*"; "$@"; }
+step "$bin/ruff" check .
+step "$bin/ruff" format --check .
+step "$bin/mypy"
+step "$bin/lint-imports"
+kat_say "== pytest $*"
+status=0
+"$bin/python" -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    kat_say "pytest collected no tests: that is a failure"
+    exit 1
+fi
+exit "$status"
