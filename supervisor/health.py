@@ -123,13 +123,16 @@ class HealthMonitor:
         self._thread.start()
 
     def stop(self) -> None:
-        def cancel_all() -> None:
-            for task in self._tasks.values():
+        async def cancel_all() -> None:
+            tasks = list(self._tasks.values())
+            for task in tasks:
                 task.cancel()
-            self._loop.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(cancel_all)
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(cancel_all(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
     # -- inputs ------------------------------------------------------------------------------------------------

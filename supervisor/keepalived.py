@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 keepalived_log = logging.getLogger("keepalived")
 
 CONFIG_TEST_TIMEOUT = 20.0
+_SCRIPT_USER_RE = re.compile(r"^(\s*script_user\s+).*$", re.MULTILINE)
 
 
 class ConfigRejected(Exception):
@@ -107,8 +109,14 @@ class Keepalived:
     # -- configuration -------------------------------------------------------------------------------------------
 
     def config_test(self, text: str) -> None:
-        """Raise ConfigRejected with keepalived's message when it refuses `text`."""
-        write_atomically(self.paths.candidate, text)
+        """Raise ConfigRejected with keepalived's message when it refuses `text`.
+
+        keepalived 2.2.7's --config-test kills itself (SIGTERM, no message) after checking a vrrp_script as a
+        non-root script_user: it restores its parent-death signal and then mistakes the test for an orphaned child.
+        The candidate is therefore tested with `script_user root`; the script user and the script's security are
+        checked by preflight instead, and the installed config keeps the real script_user.
+        """
+        write_atomically(self.paths.candidate, _SCRIPT_USER_RE.sub(r"\1root", text))
         try:
             result = subprocess.run(
                 [self.binary, "--config-test", "-l", "-f", str(self.paths.candidate)],

@@ -294,6 +294,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         rise=read.get("CHECK_RISE", lambda raw: parse_int(raw, 1, 100), 2),
         fall=read.get("CHECK_FALL", lambda raw: parse_int(raw, 1, 100), 2),
     )
+    if check.script is not None:
+        for name, value in (("CHECK_INTERVAL", check.interval), ("CHECK_TIMEOUT", check.timeout)):
+            if value != int(value) or value < 1:
+                read.fail(
+                    name,
+                    read.raw(name),
+                    "expected whole seconds (1 or more) with CHECK_SCRIPT: keepalived runs "
+                    "scripts with one-second resolution",
+                )
     if check.port is None:
         for dependent in ("CHECK_IP", "CHECK_HTTP_PATH"):
             if read.raw(dependent) is not None:

@@ -6,6 +6,8 @@ by a label selector, with unicast VRRP (Docker drops multicast leaving an intern
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -114,14 +116,18 @@ def test_docker_healthcheck_unhealthy_moves_vip(hostlab: HostLab) -> None:
 def test_hung_service_fails_at_probe_timeout(hostlab: HostLab) -> None:
     h1, h2 = two_hosts(hostlab, "rancher")
     wait_until(lambda: master_is(hostlab, h1, "s1"), 30, "the VIP on h1, answered by s1")
-    # httpd stopped by SIGSTOP: the kernel still completes TCP handshakes, nothing ever answers HTTP.
-    h1.services[0].exec_run(["killall", "-STOP", "httpd"])
+    # httpd stopped by SIGSTOP (sent from outside its PID namespace, where it is init; no Docker event): the kernel
+    # still completes TCP handshakes, nothing ever answers HTTP.
+    s1 = h1.services[0]
+    s1.reload()
+    httpd = int(s1.attrs["State"]["Pid"])
+    os.kill(httpd, signal.SIGSTOP)
     try:
         wait_until(lambda: master_is(hostlab, h2, "s2"), 20, "the VIP on h2 after s1 hung")
         healthy, reason = health_of(h1)
         assert not healthy and "no answer within 0.5 s" in reason, reason
     finally:
-        h1.services[0].exec_run(["killall", "-CONT", "httpd"])
+        os.kill(httpd, signal.SIGCONT)
 
 
 def test_any_and_all_policies_with_two_front_ends(hostlab: HostLab) -> None:
@@ -145,7 +151,7 @@ def test_any_and_all_policies_with_two_front_ends(hostlab: HostLab) -> None:
 def test_check_script_exit_1_puts_instance_in_fault(hostlab: HostLab) -> None:
     script = write_check_script("always-fails", "exit 1")
     h1 = hostlab.add_host("h1", 11)
-    supervise(hostlab, h1, 150, {"CHECK_SCRIPT": str(script), "CHECK_INTERVAL": "1", "CHECK_FALL": "1"})
+    supervise(hostlab, h1, 150, {"CHECK_SCRIPT": str(script), "CHECK_INTERVAL": "1", "CHECK_TIMEOUT": "1", "CHECK_FALL": "1"})
     assert h1.supervisor is not None
     wait_until(lambda: h1.supervisor is not None and h1.supervisor.instance(INSTANCE).get("state") == "FAULT",
                20, "the instance in FAULT")  # fmt: skip
