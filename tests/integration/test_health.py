@@ -151,7 +151,9 @@ def test_any_and_all_policies_with_two_front_ends(hostlab: HostLab) -> None:
 def test_check_script_exit_1_puts_instance_in_fault(hostlab: HostLab) -> None:
     script = write_check_script("always-fails", "exit 1")
     h1 = hostlab.add_host("h1", 11)
-    supervise(hostlab, h1, 150, {"CHECK_SCRIPT": str(script), "CHECK_INTERVAL": "1", "CHECK_TIMEOUT": "1", "CHECK_FALL": "1"})
+    supervise(
+        hostlab, h1, 150, {"CHECK_SCRIPT": str(script), "CHECK_INTERVAL": "1", "CHECK_TIMEOUT": "1", "CHECK_FALL": "1"}
+    )
     assert h1.supervisor is not None
     wait_until(lambda: h1.supervisor is not None and h1.supervisor.instance(INSTANCE).get("state") == "FAULT",
                20, "the instance in FAULT")  # fmt: skip
