@@ -35,7 +35,7 @@ import socket, sys, time
 vip, expected, limit = sys.argv[1], sys.argv[2].encode(), time.time() + float(sys.argv[3])
 while time.time() < limit:
     try:
-        with socket.create_connection((vip, 80), timeout=0.05) as s:
+        with socket.create_connection((vip, 80), timeout=0.02) as s:
             s.settimeout(0.2)
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
             data = b""

@@ -262,7 +262,7 @@ class DockerWatcher:
     """Keeps ``snapshot`` in step with the engine and calls back on every change.
 
     Callbacks run on the watcher's worker thread, one at a time: ``on_event`` for each container event of a container
-    in scope (after the snapshot has been updated), then ``on_snapshot`` when the snapshot changed (engine reachability
+    in scope (before its re-inspect, so health acts at once), then ``on_snapshot`` when the snapshot changed (engine reachability
     included). On a disconnect the snapshot keeps the last known containers with ``engine_reachable=False``.
     """
 
@@ -539,7 +539,7 @@ class DockerWatcher:
         self._publish(Snapshot(containers=containers, engine_reachable=True))
 
     def _handle_events(self, batch: list[_Raw]) -> None:
-        """Re-inspect each container named in the batch once, update the snapshot, then call back."""
+        """Call on_event for each event, re-inspect each container named in the batch once, then on_snapshot."""
         generation, client = batch[0].generation, batch[0].client
         events = [_to_event(item.event) for item in batch]
         containers = dict(self._snapshot.containers)
@@ -549,6 +549,15 @@ class DockerWatcher:
             last_action[event.id] = event.verb
             if event.id in containers or self._in_scope(event.attributes):
                 in_scope.add(event.id)
+        # Events first: health verdicts must not wait for the inspect round-trips below.
+        if self._on_event is not None:
+            for event in events:
+                if event.id not in in_scope:
+                    continue
+                try:
+                    self._on_event(event)
+                except Exception:
+                    log.exception("on_event callback failed for %s %s", event.action, event.id[:12])
         for container_id, action in last_action.items():
             if container_id not in in_scope:
                 continue
@@ -568,14 +577,6 @@ class DockerWatcher:
         changed = new != self._snapshot
         if changed:
             self._snapshot = new
-        if self._on_event is not None:
-            for event in events:
-                if event.id not in in_scope:
-                    continue
-                try:
-                    self._on_event(event)
-                except Exception:
-                    log.exception("on_event callback failed for %s %s", event.action, event.id[:12])
         if changed:
             try:
                 self._on_snapshot(new)

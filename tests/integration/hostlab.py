@@ -195,6 +195,7 @@ class HostLab:
         self.id = new_run_id()
         self.workdir = workdir
         self.hosts: list[SimHost] = []
+        self._remove_leftovers()
         self.lan: Network = self._network("lan", LAN_SUBNET)
         self.svc: Network = self._network("svc", SVC_SUBNET)
         self.client_container = self.client.containers.run(
@@ -205,6 +206,17 @@ class HostLab:
             network=self.lan.name,
             detach=True,
         )
+        self.client_container.reload()
+
+    def _remove_leftovers(self) -> None:
+        """Containers and networks of an earlier lab that was killed before its cleanup (their subnets would clash)."""
+        for network in self.client.networks.list(filters={"label": TEST_LABEL}):
+            run_id = network.attrs.get("Labels", {}).get(TEST_LABEL, "")
+            for container in self.client.containers.list(all=True, filters={"label": f"{TEST_LABEL}={run_id}"}):
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True)
+            with contextlib.suppress(docker.errors.NotFound):
+                network.remove()
 
     def _network(self, role: str, subnet: str) -> Network:
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
