@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.dockerlab import wait_until
-from tests.integration.hostlab import HostLab, SimHost, write_check_script
+from lab.engine import wait_until
+from lab.hosts import HostLab, SimHost, write_check_script
 
 VIP = "198.51.100.100"
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -8,13 +8,9 @@ never see or touch containers that are not theirs.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,28 +21,11 @@ import docker.errors
 import pytest
 from docker.models.containers import Container
 
-REPO = Path(__file__).resolve().parents[2]
-IMAGE = "kat-busybox:latest"
-TEST_LABEL = "kat.test"
-BUSYBOX = Path("/bin/busybox")
+from lab.engine import IMAGE, REPO, TEST_LABEL, engine_client, ensure_image, new_run_id, wait_until
+
+__all__ = ["IMAGE", "REPO", "TEST_LABEL", "engine_client", "ensure_image", "new_run_id", "wait_until"]
 DOCKERD_PID = Path("/var/run/docker.pid")
 DOCKERD_LOG = Path("/var/log/kat-dockerd.log")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
-    """Poll `predicate` until true; return the seconds it took, or fail naming `what`."""
-    start = time.monotonic()
-    deadline = start + timeout
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
-
-
-def engine_client(timeout: int = 30) -> docker.DockerClient:
-    return docker.from_env(timeout=timeout, max_pool_size=32)  # room for the tests' thread pools
 
 
 def engine_problem() -> str | None:
@@ -63,27 +42,6 @@ def engine_problem() -> str | None:
     finally:
         client.close()
     return None
-
-
-def ensure_image(client: docker.DockerClient) -> None:
-    """Build kat-busybox:latest (FROM scratch + static busybox) when it is missing."""
-    try:
-        client.images.get(IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    if not BUSYBOX.exists():
-        raise docker.errors.DockerException(f"{BUSYBOX} missing (apt-get install busybox-static) to build {IMAGE}")
-    with tempfile.TemporaryDirectory(prefix="kat-busybox-") as ctx:
-        shutil.copy2(BUSYBOX, Path(ctx, "busybox"))
-        Path(ctx, "Dockerfile").write_text(
-            'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-        )
-        client.images.build(path=ctx, tag=IMAGE, rm=True, forcerm=True)
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 class ContainerLab:

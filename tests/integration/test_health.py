@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dockerlab import require_engine, wait_until
-from tests.integration.hostlab import REPO, HostLab, SimHost, write_check_script
+from lab.engine import REPO, wait_until
+from lab.hosts import HostLab, SimHost, write_check_script
+from tests.integration.dockerlab import require_engine
 
 VIP = "198.51.100.100"
 INSTANCE = "VI_71"

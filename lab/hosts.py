@@ -29,9 +29,8 @@ import docker.types
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from tests.integration.dockerlab import IMAGE, TEST_LABEL, engine_client, ensure_image, new_run_id
+from lab.engine import IMAGE, REPO, TEST_LABEL, engine_client, ensure_image, new_run_id
 
-REPO = Path(__file__).resolve().parents[2]
 LAN_SUBNET = "198.51.100.0/25"  # hosts .11, .12, the VIP .100, the client
 SVC_SUBNET = "198.51.100.128/25"  # front ends .140 and up, hosts' second legs .200 and up
 LAN = SVC = "198.51.100"
