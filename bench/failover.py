@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,25 +29,6 @@ from lab.hosts import HostLab, SimHost, write_check_script
 VIP = "198.51.100.100"
 RESULTS = Path(__file__).resolve().parent / "results"
 
-CLIENT = r"""
-import socket, sys, time
-vip, expected, limit = sys.argv[1], sys.argv[2].encode(), time.time() + float(sys.argv[3])
-while time.time() < limit:
-    try:
-        with socket.create_connection((vip, 80), timeout=0.02) as s:
-            s.settimeout(0.2)
-            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-        if data.rstrip().endswith(expected):
-            print(f"{time.time():.6f}")
-            sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.002)
-sys.exit(1)
-"""
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -74,17 +54,12 @@ def start_supervisors(lab: HostLab, mode: str) -> tuple[SimHost, SimHost]:
 
 def measure_mode(lab: HostLab, mode: str, runs: int) -> list[float]:
     h1, h2 = start_supervisors(lab, mode)
-    client_pid = str(lab.client_container.attrs["State"]["Pid"])
     timings: list[float] = []
     try:
         for run in range(runs):
             wait_until(lambda: h1.has(VIP) and not h2.has(VIP) and lab.fetch(VIP) == "s1", 30, "VIP on h1 serving s1")
             time.sleep(1.0)  # let the restored front end's health settle
-            client = subprocess.Popen(
-                ["nsenter", "-t", client_pid, "-n", sys.executable, "-c", CLIENT, VIP, "s2", "20"],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            client = lab.client_process("first", VIP, "s2", "20")
             time.sleep(0.3)  # the client is connecting (and answered by s1) before the kill
             killed_at = time.time()
             h1.services[0].kill()

@@ -29,7 +29,7 @@ import docker.types
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from lab.engine import IMAGE, REPO, TEST_LABEL, engine_client, ensure_image, new_run_id
+from lab.engine import IMAGE, REPO, SUPERVISOR_IMAGE, TEST_LABEL, engine_client, ensure_image, new_run_id
 
 LAN_SUBNET = "198.51.100.0/25"  # hosts .11, .12, the VIP .100, the client
 SVC_SUBNET = "198.51.100.128/25"  # front ends .140 and up, hosts' second legs .200 and up
@@ -37,6 +37,47 @@ LAN = SVC = "198.51.100"
 # Root-owned and not world-writable all the way up (a checkout under /tmp would not be): keepalived's script
 # security accepts scripts here.
 SCRIPT_DIR = Path("/run/kat-lab/scripts")
+
+
+# Runs in the client's network namespace. "first ADDR EXPECTED LIMIT": connect every 2 ms until a front end answers
+# EXPECTED, print that moment (epoch seconds). "loop ADDR SECONDS INTERVAL": one request per INTERVAL for SECONDS,
+# print JSON counts of answers by body and failures. Bounded in time either way.
+CLIENT_CODE = r"""
+import json, socket, sys, time
+
+def ask(address, timeout):
+    try:
+        with socket.create_connection((address, 80), timeout=timeout) as conn:
+            conn.settimeout(0.5)
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+        return data.rsplit(b"\r\n\r\n", 1)[-1].strip().decode() if b" 200 " in data.split(b"\r\n")[0] else None
+    except OSError:
+        return None
+
+mode, address = sys.argv[1], sys.argv[2]
+if mode == "first":
+    expected, limit = sys.argv[3], time.time() + float(sys.argv[4])
+    while time.time() < limit:
+        if ask(address, 0.02) == expected:
+            print(f"{time.time():.6f}")
+            sys.exit(0)
+        time.sleep(0.002)
+    sys.exit(1)
+seconds, interval = float(sys.argv[3]), float(sys.argv[4])
+counts, failures, end = {}, 0, time.time() + seconds
+while time.time() < end:
+    started = time.time()
+    body = ask(address, 0.25)
+    if body is None:
+        failures += 1
+    else:
+        counts[body] = counts.get(body, 0) + 1
+    time.sleep(max(0.0, interval - (time.time() - started)))
+print(json.dumps({"answers": counts, "failures": failures}))
+"""
 
 
 def nsenter(pid: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -93,6 +134,32 @@ class Supervisor:
 
 
 @dataclass
+class SupervisorContainer:
+    """The supervisor as users run it: the image, sharing a simulated host's network namespace."""
+
+    host: SimHost
+    container: Container
+
+    def status(self) -> dict[str, Any]:
+        try:
+            result = self.container.exec_run(["keepalived-supervisor", "status", "--json"])
+        except docker.errors.APIError:
+            return {}
+        output = result.output if isinstance(result.output, bytes) else b""
+        try:
+            return dict(json.loads(output.decode(errors="replace")))
+        except ValueError:
+            return {}
+
+    def status_text(self) -> str:
+        result = self.container.exec_run(["status"])
+        return result.output.decode(errors="replace") if isinstance(result.output, bytes) else ""
+
+    def logs(self) -> str:
+        return bytes(self.container.logs()).decode(errors="replace")
+
+
+@dataclass
 class SimHost:
     lab: HostLab
     name: str
@@ -101,6 +168,7 @@ class SimHost:
     pid: int
     services: list[Container] = field(default_factory=list)
     supervisor: Supervisor | None = None
+    supervisor_container: SupervisorContainer | None = None
     svc_attached: bool = False
 
     def has(self, address: str) -> bool:
@@ -135,6 +203,26 @@ class SimHost:
             )
         self.supervisor = Supervisor(self, run_dir, log_path, process)
         return self.supervisor
+
+    def start_supervisor_container(self, env: dict[str, str]) -> SupervisorContainer:
+        """The image's supervisor in this host's network namespace: the capabilities and socket mount of the README."""
+        container = self.lab.client.containers.run(
+            SUPERVISOR_IMAGE,
+            name=f"kat-{self.lab.id}-{self.name}-keepalived",
+            labels={TEST_LABEL: self.lab.id},
+            network_mode=f"container:{self.container.id}",
+            cap_add=["NET_ADMIN", "NET_RAW", "NET_BROADCAST"],
+            volumes={"/var/run": {"bind": "/host-run", "mode": "ro"}},
+            environment={
+                "DOCKER_HOST": "unix:///host-run/docker.sock",
+                "INTERFACE": "eth0",
+                "LABEL_SELECTOR": f"kat.host={self.selector_value()}",
+                **env,
+            },
+            detach=True,
+        )
+        self.supervisor_container = SupervisorContainer(self, container)
+        return self.supervisor_container
 
     def add_service(
         self,
@@ -261,6 +349,15 @@ class HostLab:
         if result.exit_code != 0 or "200 OK" not in text:
             return None
         return text.rsplit("\r\n\r\n", 1)[-1].strip()
+
+    def client_process(self, mode: str, *args: str) -> subprocess.Popen[str]:
+        """A Python client inside the client container's network namespace (see CLIENT_CODE), output on stdout."""
+        pid = str(self.client_container.attrs["State"]["Pid"])
+        return subprocess.Popen(
+            ["nsenter", "-t", pid, "-n", sys.executable, "-c", CLIENT_CODE, mode, *args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def close(self) -> None:
         for host in self.hosts:
