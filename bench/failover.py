@@ -30,7 +30,6 @@ VIP = "198.51.100.100"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))

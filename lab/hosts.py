@@ -172,8 +172,18 @@ class SimHost:
     svc_attached: bool = False
 
     def has(self, address: str) -> bool:
-        out = nsenter(self.pid, "ip", "-o", "addr", "show", "dev", "eth0").stdout
+        """Whether this host holds `address` on any interface (a host cut off from its network may have none)."""
+        out = nsenter(self.pid, "ip", "-o", "addr", "show", check=False).stdout
         return f" {address}/" in out
+
+    def restore_interface_name(self, name: str, address: str) -> None:
+        """Rename the interface that carries `address` back to `name` (after a docker network re-connect)."""
+        for line in nsenter(self.pid, "ip", "-o", "-4", "addr", "show").stdout.splitlines():
+            fields = line.split()
+            if f"{address}/" in line and fields[1] != name:
+                nsenter(self.pid, "ip", "link", "set", fields[1], "down")
+                nsenter(self.pid, "ip", "link", "set", fields[1], "name", name)
+                nsenter(self.pid, "ip", "link", "set", name, "up")
 
     def selector_value(self) -> str:
         return f"{self.lab.id}-{self.name}"

@@ -73,6 +73,7 @@ class Supervisor:
         self._failures = 0
         self._started_at = 0.0
         self._restart_at: float | None = None
+        self._interface_index: dict[str, int] = {}
 
     # -- signals: set a flag, wake the loop, nothing else ---------------------------------------------------------
 
@@ -222,6 +223,23 @@ class Supervisor:
         for instance in self._state.instances:
             held = bool(net.held_vips(instance.interface, instance.vips))
             self.board.record_vips_held(instance.name, held)
+        self._check_interfaces(self._state)
+
+    def _check_interfaces(self, state: DesiredState) -> None:
+        """Restart keepalived when an instance's interface was deleted and created again (a new index): keepalived
+        keeps using the old index's sockets and would never send or hear an advert again."""
+        recreated = []
+        for interface in sorted({instance.interface for instance in state.instances}):
+            index = net.interface_index(interface)
+            known = self._interface_index.get(interface)
+            if index is not None:
+                self._interface_index[interface] = index
+                if known is not None and known != index:
+                    recreated.append(f"{interface} (index {known} -> {index})")
+        if recreated and self.keepalived.pid is not None:
+            log.warning("interface re-created: %s; restarting keepalived", ", ".join(recreated))
+            self.keepalived.stop()
+            self._start_keepalived()
 
     def _reload_settings(self) -> None:
         try:

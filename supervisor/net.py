@@ -23,8 +23,13 @@ def _index(ipr: IPRoute, interface: str) -> int | None:
 
 
 def interface_exists(interface: str) -> bool:
+    return interface_index(interface) is not None
+
+
+def interface_index(interface: str) -> int | None:
+    """The kernel's index of the interface; a new index means the interface was deleted and created again."""
     with IPRoute() as ipr:
-        return _index(ipr, interface) is not None
+        return _index(ipr, interface)
 
 
 def _addresses(ipr: IPRoute, index: int | None = None) -> list[tuple[IPAddress, int, int]]:
