@@ -1,0 +1,84 @@
+"""Golden rendered configs (UPDATE_GOLDEN=1 rewrites them; review the diff), determinism, number formats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from supervisor.labels import parse_services
+from supervisor.model import build_desired_state
+from supervisor.render import format_seconds, render
+from supervisor.settings import load_settings
+from supervisor.snapshot import ContainerInfo
+
+GOLDEN = Path(__file__).parent / "golden"
+RUN_DIR = {"RUN_DIR": "/run/kat-test"}
+
+CASES: dict[str, tuple[dict[str, str], dict[str, dict[str, str]]]] = {
+    "minimal": ({"VIRTUAL_IP": "10.0.0.208"}, {}),
+    "full": (
+        {
+            "VIRTUAL_IP": "10.0.0.208/24,10.0.0.209",
+            "VRID": "206",
+            "INTERFACE": "bond0.100",
+            "PRIORITY": "150",
+            "AUTH_PASS": "s3cret",
+            "UNICAST_SRC_IP": "10.0.0.1",
+            "UNICAST_PEERS": "10.0.0.1,10.0.0.2,10.0.0.3",
+            "NOPREEMPT": "true",
+            "CHECK_SCRIPT": "/usr/local/bin/check-haproxy --port 80",
+            "CHECK_INTERVAL": "2",
+            "CHECK_FALL": "3",
+            "SCRIPT_USER": "keepalived_script",
+        },
+        {},
+    ),
+    "ipv6": ({"VIRTUAL_IP": "fd00::10/64", "VRID": "61", "ADVERT_INT": "0.25", "PREEMPT_DELAY": "2.5"}, {}),
+    "labels": (
+        {"VIRTUAL_IP": "10.0.0.208", "VRID": "51"},
+        {
+            "api": {"keepalived.vip": "10.0.0.209/24", "keepalived.vrid": "52", "keepalived.port": "80"},
+            "admin": {
+                "keepalived.vip": "10.0.0.210",
+                "keepalived.vrid": "53",
+                "keepalived.interface": "eth1",
+                "keepalived.priority": "90",
+            },
+            "haproxy": {"keepalived.port": "80", "keepalived.check": "http:/healthz"},
+        },
+    ),
+}
+
+
+def rendered(name: str) -> str:
+    env, labelled = CASES[name]
+    settings = load_settings({**env, **RUN_DIR})
+    containers = [
+        ContainerInfo(id=f"{index:064d}", name=cname, labels=labels, running=True, created=float(index))
+        for index, (cname, labels) in enumerate(labelled.items())
+    ]
+    specs, problems = parse_services(containers, settings.label_prefix)
+    assert problems == []
+    state = build_desired_state(settings, specs)
+    assert state.problems == ()
+    return render(state)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden(name: str) -> None:
+    path = GOLDEN / f"{name}.conf"
+    text = rendered(name)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), f"{path} differs; run with UPDATE_GOLDEN=1 and review the diff"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_input_same_bytes(name: str) -> None:
+    assert rendered(name) == rendered(name)
+
+
+def test_format_seconds() -> None:
+    assert [format_seconds(v) for v in (1.0, 0.5, 0.25, 2.5, 40.95, 0.0)] == ["1", "0.5", "0.25", "2.5", "40.95", "0"]
