@@ -249,12 +249,16 @@ class Supervisor:
                 log.error("SIGHUP: %s", problem)
             log.error("SIGHUP: settings not changed; the running configuration stays")
             return
-        if (fresh.run_dir, fresh.keepalived_bin) != (self.settings.run_dir, self.settings.keepalived_bin):
-            log.warning("SIGHUP: RUN_DIR and KEEPALIVED_BIN take effect only after a restart")
-            fresh = replace(fresh, run_dir=self.settings.run_dir, keepalived_bin=self.settings.keepalived_bin)
+        fixed = ("run_dir", "keepalived_bin", "label_prefix", "label_selector")
+        if any(getattr(fresh, name) != getattr(self.settings, name) for name in fixed):
+            log.warning(
+                "SIGHUP: RUN_DIR, KEEPALIVED_BIN, LABEL_PREFIX and LABEL_SELECTOR take effect only after a restart"
+            )
+            fresh = replace(fresh, **{name: getattr(self.settings, name) for name in fixed})
         log.info("SIGHUP: settings reloaded")
         self.settings = fresh
         self.debouncer = Debouncer(fresh.reconcile_min_wait, fresh.reconcile_max_wait)
+        self.health.policy = fresh.health_policy
         self.reconcile()
 
     def _update_health(self, state: DesiredState) -> None:

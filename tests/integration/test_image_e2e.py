@@ -56,6 +56,28 @@ def only_on(lab: HostLab, host: SimHost) -> Callable[[], bool]:
     return lambda: host.has(VIP) and all(not other.has(VIP) for other in lab.hosts if other is not host)
 
 
+ZOMBIES = "import os; print(sum(open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[0] == 'Z' for p in os.listdir('/proc') if p.isdigit()))"
+
+
+def no_zombies(host: SimHost) -> Callable[[], bool]:
+    def check() -> bool:
+        assert host.supervisor_container is not None
+        result = host.supervisor_container.container.exec_run(["python3", "-c", ZOMBIES])
+        return isinstance(result.output, bytes) and result.output.strip() == b"0"
+
+    return check
+
+
+def docker_health_is(host: SimHost, status: str) -> Callable[[], bool]:
+    def check() -> bool:
+        assert host.supervisor_container is not None
+        container = host.supervisor_container.container
+        container.reload()
+        return bool(container.attrs["State"].get("Health", {}).get("Status") == status)
+
+    return check
+
+
 def keepalived_running(host: SimHost) -> Callable[[], bool]:
     return lambda: (
         host.supervisor_container is not None and bool(host.supervisor_container.status().get("keepalived_running"))
@@ -98,6 +120,12 @@ def test_cold_start_and_service_death(hostlab: HostLab) -> None:
     status = h1.supervisor_container.status()
     assert status["instances"][0]["state"] == "MASTER", status
     assert "AUTH" not in json.dumps(status)
+
+    # PID 1 reaps orphans: a process whose parent exits is re-parented to the supervisor and must not stay a zombie.
+    h1.supervisor_container.container.exec_run(["sh", "-c", "(sleep 0.2 &) ; true"])
+    wait_until(no_zombies(h1), 10, "the orphan reaped by the supervisor (PID 1)")
+    # The image's HEALTHCHECK reflects the supervisor's own health.
+    wait_until(docker_health_is(h1, "healthy"), 60, "Docker reporting the supervisor container healthy")
 
     client = hostlab.client_process("first", VIP, "s2", "20")
     time.sleep(0.2)

@@ -7,6 +7,8 @@ bridge) and watches the real engine, scoped to this test's containers by LABEL_S
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -96,6 +98,15 @@ def test_container_lifecycle_drives_the_installed_config(node: Node, containers:
     wait_until(lambda: instances(node) == {60, 91}, 15, "VI_91 after the recreate")
     wait_until(lambda: node.has("198.51.100.121"), 15, "the new VIP")
     assert "198.51.100.120" not in config(node)
+
+
+def test_render_includes_labelled_containers(node: Node, containers: ContainerLab) -> None:
+    containers.create(own_instance(98, "198.51.100.130"))
+    env = {**node.env, "VIRTUAL_IP": "198.51.100.100", "VRID": "60"}
+    result = subprocess.run([sys.executable, "-m", "supervisor", "render"], env=env, capture_output=True, text=True,
+                            timeout=60, check=True)  # fmt: skip
+    assert "virtual_router_id 98" in result.stdout and "198.51.100.130/32" in result.stdout
+    assert "not reachable" not in result.stderr
 
 
 INVALID_LABELS = {
