@@ -6,7 +6,10 @@ Shared by the tests, the benchmarks and the demo. Every container and network th
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 import uuid
@@ -58,3 +61,15 @@ def ensure_image(client: docker.DockerClient) -> None:
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    """SIGTERM a process started in its own session and wait; SIGKILL its whole group after `timeout`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode

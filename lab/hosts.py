@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import docker.types
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from lab.engine import IMAGE, REPO, SUPERVISOR_IMAGE, TEST_LABEL, engine_client, ensure_image, new_run_id
+from lab.engine import IMAGE, REPO, SUPERVISOR_IMAGE, TEST_LABEL, engine_client, ensure_image, new_run_id, terminate
 
 LAN_SUBNET = "198.51.100.0/25"  # hosts .11, .12, the VIP .100, the client
 SVC_SUBNET = "198.51.100.128/25"  # front ends .140 and up, hosts' second legs .200 and up
@@ -122,15 +121,8 @@ class Supervisor:
                 return dict(entry)
         return {}
 
-    def stop(self, timeout: float = 20) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+    def stop(self, timeout: float = 20) -> int:
+        return terminate(self.process, timeout)
 
 
 @dataclass

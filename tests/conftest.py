@@ -15,7 +15,7 @@ def require(condition: bool, reason: str) -> None:
         return
     if os.environ.get("REQUIRE_INTEGRATION") == "1":
         pytest.fail(f"integration prerequisite missing (REQUIRE_INTEGRATION=1): {reason}")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def require_root_netns() -> None:

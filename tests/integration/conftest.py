@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root_netns
+from tests.integration.dockerlab import ContainerLab, engine_client, require_engine
 from tests.integration.netlab import Lab
 
 
@@ -15,6 +16,17 @@ from tests.integration.netlab import Lab
 def lab(tmp_path: Path) -> Iterator[Lab]:
     require_root_netns()
     lab = Lab(tmp_path)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def docker_lab() -> Iterator[ContainerLab]:
+    """Labelled busybox containers for one test (``kat.test=<run id>``), all removed afterwards."""
+    require_engine()
+    lab = ContainerLab(engine_client())
     try:
         yield lab
     finally:

@@ -22,6 +22,7 @@ import pytest
 from docker.models.containers import Container
 
 from lab.engine import IMAGE, REPO, TEST_LABEL, engine_client, ensure_image, new_run_id, wait_until
+from tests.conftest import require
 
 __all__ = ["IMAGE", "REPO", "TEST_LABEL", "engine_client", "ensure_image", "new_run_id", "wait_until"]
 DOCKERD_PID = Path("/var/run/docker.pid")
@@ -208,11 +209,7 @@ def ensure_dockerd_running() -> None:
 def require_engine() -> None:
     """Skip the calling test module when the engine is unusable, or fail under REQUIRE_INTEGRATION=1."""
     problem = engine_problem()
-    if problem is None:
-        return
-    if os.environ.get("REQUIRE_INTEGRATION") == "1":
-        pytest.fail(f"integration prerequisite missing (REQUIRE_INTEGRATION=1): {problem}", pytrace=False)
-    pytest.skip(problem, allow_module_level=True)
+    require(problem is None, problem or "")
 
 
 def run_parallel(fn: Callable[[int], object], count: int, workers: int = 16) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.engine import REPO, wait_until
+from lab.engine import REPO, terminate, wait_until
 
 __all__ = ["Lab", "Node", "wait_until"]
 
@@ -99,16 +99,7 @@ class Node:
         self.process.send_signal(signum)
 
     def stop_supervisor(self, timeout: float = 20) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
+        return None if self.process is None else terminate(self.process, timeout)
 
 
 class Lab:

@@ -92,15 +92,6 @@ def client() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture
-def docker_lab(client: docker.DockerClient) -> Iterator[ContainerLab]:
-    lab = ContainerLab(engine_client())
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-@pytest.fixture
 def watch(docker_lab: ContainerLab) -> Iterator[WatchFactory]:
     watchers: list[DockerWatcher] = []
 

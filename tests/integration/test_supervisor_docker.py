@@ -9,14 +9,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests.integration.dockerlab import (
     ContainerLab,
-    engine_client,
-    require_engine,
     require_engine_to_ourselves,
     start_dockerd,
     stop_dockerd,
@@ -28,22 +26,12 @@ NONE = {"keepalived.check": "none"}
 
 
 @pytest.fixture
-def containers() -> Iterator[ContainerLab]:
-    require_engine()
-    lab = ContainerLab(engine_client())
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-@pytest.fixture
-def node(lab: Lab, containers: ContainerLab) -> Node:
+def node(lab: Lab, docker_lab: ContainerLab) -> Node:
     node = lab.add_node("a", 11)
     node.start_supervisor(
         {
             "DOCKER_HOST": "unix:///var/run/docker.sock",
-            "LABEL_SELECTOR": f"kat.test={containers.run_id}",
+            "LABEL_SELECTOR": f"kat.test={docker_lab.run_id}",
             "VIRTUAL_IP": "198.51.100.100",
             "VRID": "60",
             "ADVERT_INT": "0.5",
@@ -74,8 +62,8 @@ def own_instance(vrid: int, vip: str) -> dict[str, str]:
     return {"keepalived.vip": vip, "keepalived.vrid": str(vrid), **NONE}
 
 
-def test_container_lifecycle_drives_the_installed_config(node: Node, containers: ContainerLab) -> None:
-    c1 = containers.create(own_instance(90, "198.51.100.120"))
+def test_container_lifecycle_drives_the_installed_config(node: Node, docker_lab: ContainerLab) -> None:
+    c1 = docker_lab.create(own_instance(90, "198.51.100.120"))
     wait_until(lambda: instances(node) == {60, 90}, 15, "VI_90 in the installed config after start")
     wait_until(lambda: node.has("198.51.100.120"), 15, "the container's VIP on the node")
 
@@ -94,14 +82,14 @@ def test_container_lifecycle_drives_the_installed_config(node: Node, containers:
     assert not node.has("198.51.100.120")
 
     # Relabelled by recreate: the config follows.
-    containers.create(own_instance(91, "198.51.100.121"), name=f"kat-{containers.run_id}-recreated")
+    docker_lab.create(own_instance(91, "198.51.100.121"), name=f"kat-{docker_lab.run_id}-recreated")
     wait_until(lambda: instances(node) == {60, 91}, 15, "VI_91 after the recreate")
     wait_until(lambda: node.has("198.51.100.121"), 15, "the new VIP")
     assert "198.51.100.120" not in config(node)
 
 
-def test_render_includes_labelled_containers(node: Node, containers: ContainerLab) -> None:
-    containers.create(own_instance(98, "198.51.100.130"))
+def test_render_includes_labelled_containers(node: Node, docker_lab: ContainerLab) -> None:
+    docker_lab.create(own_instance(98, "198.51.100.130"))
     env = {**node.env, "VIRTUAL_IP": "198.51.100.100", "VRID": "60"}
     result = subprocess.run([sys.executable, "-m", "supervisor", "render"], env=env, capture_output=True, text=True,
                             timeout=60, check=True)  # fmt: skip
@@ -129,13 +117,13 @@ INVALID_LABELS = {
 }
 
 
-def test_every_invalid_label_skips_only_its_container(node: Node, containers: ContainerLab) -> None:
+def test_every_invalid_label_skips_only_its_container(node: Node, docker_lab: ContainerLab) -> None:
     for name, (labels, _) in INVALID_LABELS.items():
-        containers.create({**NONE, **labels}, name=f"kat-{containers.run_id}-{name}")
-    containers.create(own_instance(97, "198.51.100.129"), name=f"kat-{containers.run_id}-valid")
+        docker_lab.create({**NONE, **labels}, name=f"kat-{docker_lab.run_id}-{name}")
+    docker_lab.create(own_instance(97, "198.51.100.129"), name=f"kat-{docker_lab.run_id}-valid")
     wait_until(lambda: instances(node) == {60, 97}, 20, "only the valid container's instance added")
     for name, (_, expected) in INVALID_LABELS.items():
-        container_name = f"kat-{containers.run_id}-{name}"
+        container_name = f"kat-{docker_lab.run_id}-{name}"
         wait_until(logged(node, container_name, expected), 10, f"one log line naming {container_name} and {expected}")
     text = config(node)
     assert "vrrp_script x" not in text and "198.51.100.127" not in text
@@ -143,7 +131,7 @@ def test_every_invalid_label_skips_only_its_container(node: Node, containers: Co
     assert isinstance(status_problems, list) and len(status_problems) == len(INVALID_LABELS)
 
 
-def test_storm_of_200_containers_converges_with_few_reloads(node: Node, containers: ContainerLab) -> None:
+def test_storm_of_200_containers_converges_with_few_reloads(node: Node, docker_lab: ContainerLab) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     reloads_before = node.reloads()
@@ -151,13 +139,13 @@ def test_storm_of_200_containers_converges_with_few_reloads(node: Node, containe
     def start(index: int) -> str:
         vrid = index + 1 if index + 1 < 60 else index + 2  # 1-201, skipping the env instance's 60
         labels = own_instance(vrid, f"203.0.113.{index + 1}")
-        return containers.create(labels, network_mode="none").id or ""
+        return docker_lab.create(labels, network_mode="none").id or ""
 
     with ThreadPoolExecutor(16) as pool:
         ids = list(pool.map(start, range(200)))
     wait_until(lambda: len(instances(node)) == 201, 120, "all 200 storm instances in the installed config")
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(containers.remove, ids))
+        list(pool.map(docker_lab.remove, ids))
     wait_until(lambda: instances(node) == {60}, 120, "every storm instance gone")
     reloads = node.reloads() - reloads_before
     print(f"storm: 200 containers started and removed, {reloads} keepalived reloads")
@@ -165,18 +153,18 @@ def test_storm_of_200_containers_converges_with_few_reloads(node: Node, containe
     assert node.has("198.51.100.100"), "the env instance kept its VIP through the storm"
 
 
-def test_engine_restarts_three_times_and_supervisor_converges(node: Node, containers: ContainerLab) -> None:
-    require_engine_to_ourselves(containers.client, containers.run_id)
-    current = containers.create(own_instance(110, "198.51.100.140"))
+def test_engine_restarts_three_times_and_supervisor_converges(node: Node, docker_lab: ContainerLab) -> None:
+    require_engine_to_ourselves(docker_lab.client, docker_lab.run_id)
+    current = docker_lab.create(own_instance(110, "198.51.100.140"))
     wait_until(lambda: instances(node) == {60, 110}, 15, "the first container's instance")
     for round_ in range(3):
         stop_dockerd()
         start_dockerd()
-        containers.reconnect()
+        docker_lab.reconnect()
         # After the restart (the engine's replay buffer is empty): remove the old, create a new one.
-        containers.remove(current.id or "")
+        docker_lab.remove(current.id or "")
         vrid = 111 + round_
-        current = containers.create(own_instance(vrid, f"198.51.100.{141 + round_}"))
+        current = docker_lab.create(own_instance(vrid, f"198.51.100.{141 + round_}"))
         wait_until(configured(node, {60, vrid}), 60, f"convergence after engine restart {round_ + 1}")
     assert node.process is not None and node.process.poll() is None
     assert node.has("198.51.100.100")
