@@ -172,6 +172,7 @@ class Supervisor:
         return 0
 
     def _start_keepalived(self) -> None:
+        self.board.record_starting()  # before the start: keepalived's first transition may arrive at once
         self.keepalived.start()
         self._started_at = time.monotonic()
         pid = self.keepalived.pid

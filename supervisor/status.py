@@ -114,12 +114,17 @@ class StatusBoard:
             entry.holds_vips = held
         self.write()
 
+    def record_starting(self) -> None:
+        """keepalived is about to (re)start: its instances' states are unknown until it reports them."""
+        with self._lock:
+            for entry in self.instances.values():
+                entry.state = "UNKNOWN"
+        self.write()
+
     def record_start(self, pid: int) -> None:
         with self._lock:
             self.keepalived.pid = pid
             self.keepalived.starts += 1
-            for entry in self.instances.values():
-                entry.state = "UNKNOWN"
         self.write()
 
     def record_reload(self) -> None:
