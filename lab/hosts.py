@@ -342,9 +342,14 @@ class HostLab:
         return host
 
     def fetch(self, address: str, port: int = 80, timeout: int = 1) -> str | None:
-        """One HTTP request from the client container; the body, or None when it failed."""
+        """One HTTP request from the client container; the body, or None when it failed (a hung server included:
+        busybox nc's -w bounds only the connect, `timeout` bounds the whole exchange)."""
         result = self.client_container.exec_run(
-            ["sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {address} {port}"]
+            [
+                "sh",
+                "-c",
+                f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout {timeout + 1} nc -w {timeout} {address} {port}",
+            ]
         )
         output = result.output
         text = output.decode(errors="replace") if isinstance(output, bytes) else ""

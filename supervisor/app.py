@@ -20,7 +20,7 @@ from supervisor.checks import plan_members
 from supervisor.debounce import Debouncer, restart_delay
 from supervisor.docker_watch import ContainerEvent, DockerWatcher
 from supervisor.health import HealthMonitor
-from supervisor.keepalived import ConfigRejected, Keepalived, KeepalivedPaths, write_atomically
+from supervisor.keepalived import ConfigRejected, Keepalived, KeepalivedPaths
 from supervisor.labels import parse_services
 from supervisor.model import DesiredState, build_desired_state
 from supervisor.notify import NotifyFifoReader, Transition
@@ -33,7 +33,6 @@ from supervisor.status import StatusBoard
 
 log = logging.getLogger(__name__)
 
-HEALTHY, FAILED = "0\n", "1\n"
 STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
 
 
@@ -60,7 +59,6 @@ class Supervisor:
         self._stop_signal: int | None = None
         self._reload_requested = False
         self._snapshot = Snapshot()
-        self._label_problems: list[str] = []
         self.health = HealthMonitor(settings.health_policy, on_verdict=self.board.record_health)
         self.watcher = DockerWatcher(
             on_snapshot=self._on_snapshot,
@@ -118,12 +116,6 @@ class Supervisor:
                     log.error("%s", problem)
             self._last_problems = state.problems
 
-    def _write_track_files(self, state: DesiredState) -> None:
-        for instance in state.instances:
-            if not instance.track_file.exists():
-                instance.track_file.parent.mkdir(parents=True, exist_ok=True)
-                write_atomically(instance.track_file, HEALTHY, mode=0o644)
-
     def _on_transition(self, transition: Transition) -> None:
         log.info("instance %s is now %s (priority %s)", transition.instance, transition.state, transition.priority)
         self.board.record_transition(transition.instance, transition.state, transition.priority)
@@ -132,7 +124,7 @@ class Supervisor:
 
     def run(self) -> int:
         self.install_signal_handlers()
-        self.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        (self.run_dir / "health").mkdir(mode=0o755, parents=True, exist_ok=True)  # track files, written by health
         state = self.desired_state()
         problems = interface_problems(state) + script_problems(self.settings)
         if problems:
@@ -151,7 +143,6 @@ class Supervisor:
             net.remove_vips(instance.interface, instance.vips)
         self._state = state
         self.board.set_desired(state)
-        self._write_track_files(state)
         self.health.start()
         self._update_health(state)
         self.keepalived.install(text)
@@ -283,8 +274,7 @@ class Supervisor:
                 return
         self._state = state
         self.board.set_desired(state)
-        self._write_track_files(state)
-        self._update_health(state)
+        self._update_health(state)  # writes the track files of new instances before keepalived reads them
         if changed:
             self.keepalived.install(text)
         if changed and self.keepalived.pid is not None:
