@@ -15,21 +15,21 @@ import time
 from dataclasses import replace
 from types import FrameType
 
-from supervisor import net
-from supervisor.checks import plan_members
-from supervisor.debounce import Debouncer, restart_delay
-from supervisor.docker_watch import ContainerEvent, DockerWatcher
-from supervisor.health import HealthMonitor
-from supervisor.keepalived import ConfigRejected, Keepalived, KeepalivedPaths
-from supervisor.labels import parse_services
-from supervisor.model import DesiredState, build_desired_state
-from supervisor.notify import NotifyFifoReader, Transition
-from supervisor.preflight import interface_problems, script_problems
-from supervisor.reaper import reap_orphans
-from supervisor.render import render
-from supervisor.settings import Settings, SettingsError, load_settings
-from supervisor.snapshot import Snapshot
-from supervisor.status import StatusBoard
+from supervisor.adapters import net
+from supervisor.adapters.docker_watch import ContainerEvent, DockerWatcher
+from supervisor.adapters.health import HealthMonitor
+from supervisor.adapters.keepalived import ConfigRejected, Keepalived, KeepalivedPaths
+from supervisor.adapters.notify import NotifyFifoReader, Transition
+from supervisor.adapters.preflight import interface_problems, script_problems
+from supervisor.adapters.reaper import reap_orphans
+from supervisor.adapters.status import StatusBoard
+from supervisor.core.checks import plan_members
+from supervisor.core.debounce import Debouncer, restart_delay
+from supervisor.core.labels import parse_services
+from supervisor.core.model import DesiredState, build_desired_state
+from supervisor.core.render import render
+from supervisor.core.settings import Settings, SettingsError, load_settings
+from supervisor.core.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

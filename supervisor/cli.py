@@ -16,9 +16,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from supervisor.model import DesiredState
-from supervisor.settings import Settings, SettingsError, load_settings
-from supervisor.snapshot import Snapshot
+from supervisor.core.model import DesiredState
+from supervisor.core.settings import Settings, SettingsError, load_settings
+from supervisor.core.snapshot import Snapshot
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 2, 3
 
@@ -57,13 +57,13 @@ def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None
     """One look at the engine through the watcher (list + inspect), or None when it is unreachable."""
     import docker
 
-    from supervisor.docker_watch import DockerWatcher, default_client_factory
+    from supervisor.adapters.docker_watch import DockerWatcher, default_client_factory
 
     try:
         default_client_factory().ping()
     except docker.errors.DockerException:
         return None
-    logging.getLogger("supervisor.docker_watch").setLevel(logging.ERROR)  # a one-shot look: no retry chatter
+    logging.getLogger("supervisor.adapters.docker_watch").setLevel(logging.ERROR)  # a one-shot look: no retry chatter
     seen: list[Snapshot] = []
     arrived = threading.Event()
 
@@ -83,8 +83,8 @@ def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None
 
 def desired_from_engine(settings: Settings) -> DesiredState:
     """The desired state `run` would start with: env plus labelled containers when the engine answers."""
-    from supervisor.labels import parse_services
-    from supervisor.model import build_desired_state
+    from supervisor.core.labels import parse_services
+    from supervisor.core.model import build_desired_state
 
     snapshot = engine_snapshot(settings)
     if snapshot is None:
@@ -99,7 +99,7 @@ def cmd_render(_args: argparse.Namespace) -> int:
     settings = _load()
     if settings is None:
         return EXIT_INVALID
-    from supervisor.render import render
+    from supervisor.core.render import render
 
     state = desired_from_engine(settings)
     for problem in state.problems:
@@ -112,7 +112,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
     settings = _load()
     if settings is None:
         return EXIT_INVALID
-    from supervisor.preflight import script_problems
+    from supervisor.adapters.preflight import script_problems
 
     problems = script_problems(settings) + list(desired_from_engine(settings).problems)
     for problem in problems:
@@ -124,7 +124,7 @@ def cmd_check(_args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from supervisor.status import format_status, read_status
+    from supervisor.adapters.status import format_status, read_status
 
     settings = _load()
     if settings is None:

@@ -14,7 +14,7 @@ from lab.engine import REPO
 from tests.conftest import require
 
 CATALOG = REPO / "rancher" / "templates" / "keepalived"
-SETTINGS_SOURCE = (REPO / "supervisor" / "settings.py").read_text()
+SETTINGS_SOURCE = (REPO / "supervisor" / "core" / "settings.py").read_text()
 
 
 def compose_config(path: Path) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def test_catalog_files() -> None:
     used = set(re.findall(r"\$\{(\w+)\}", template))
     assert questions == used, f"questions without use: {questions - used}; uses without question: {used - questions}"
     for name in used - {"image", "host_label"}:
-        assert f'"{name}"' in SETTINGS_SOURCE, f"{name} is not a setting of supervisor/settings.py"
+        assert f'"{name}"' in SETTINGS_SOURCE, f"{name} is not a setting of supervisor/core/settings.py"
     assert "io.rancher.container.dns: 'true'" in template and "io.rancher.scheduler.global: 'true'" in template
     assert "privileged" not in template
 

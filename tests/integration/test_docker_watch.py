@@ -18,8 +18,8 @@ from typing import Any
 import docker
 import pytest
 
-from supervisor.docker_watch import ContainerEvent, DockerWatcher
-from supervisor.snapshot import Snapshot
+from supervisor.adapters.docker_watch import ContainerEvent, DockerWatcher
+from supervisor.core.snapshot import Snapshot
 from tests.integration.dockerlab import (
     TEST_LABEL,
     ContainerLab,
@@ -226,7 +226,7 @@ def test_dockerd_outages_converge_to_truth(
     watch: WatchFactory, docker_lab: ContainerLab, caplog: pytest.LogCaptureFixture
 ) -> None:
     require_engine_to_ourselves(docker_lab.client, docker_lab.run_id)
-    caplog.set_level(logging.INFO, logger="supervisor.docker_watch")
+    caplog.set_level(logging.INFO, logger="supervisor.adapters.docker_watch")
     watcher, recorder = watch()
     wait_until(reachable(watcher), 20, "the watcher to connect")
     try:
@@ -276,7 +276,7 @@ def test_hung_engine_is_caught_by_the_watchdog(
 ) -> None:
     """dockerd frozen (SIGSTOP): the stream stays open but silent; the watchdog's ping times out -> reconnect."""
     require_engine_to_ourselves(docker_lab.client, docker_lab.run_id)
-    caplog.set_level(logging.INFO, logger="supervisor.docker_watch")
+    caplog.set_level(logging.INFO, logger="supervisor.adapters.docker_watch")
     pid = dockerd_pid()
     if pid is None:
         pytest.skip("no dockerd pid in /var/run/docker.pid to freeze")
@@ -338,7 +338,7 @@ def test_event_storm_converges(watch: WatchFactory, docker_lab: ContainerLab) ->
 
 
 def test_unreachable_engine_at_start(watch: WatchFactory, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="supervisor.docker_watch")
+    caplog.set_level(logging.WARNING, logger="supervisor.adapters.docker_watch")
 
     def nowhere() -> docker.DockerClient:
         return docker.DockerClient(base_url="unix:///tmp/nonexistent.sock")

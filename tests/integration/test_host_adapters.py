@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from supervisor.keepalived import is_bind_mount, write_atomically
+from supervisor.adapters.files import is_bind_mount, write_atomically
 from tests.conftest import require, require_root_netns
 from tests.integration.netlab import Lab, wait_until
 
@@ -33,7 +33,7 @@ def test_install_writes_in_place_onto_a_bind_mounted_file(tmp_path: Path) -> Non
 
 
 LISTENER = "import socket, time; s = socket.socket(); s.bind(('0.0.0.0', 8080)); s.listen(); time.sleep(30)"
-CHECK = "import sys; from supervisor.health import listener_present as p; print(p(80), p(8080))"
+CHECK = "import sys; from supervisor.adapters.health import listener_present as p; print(p(80), p(8080))"
 
 
 def test_listener_check_matches_the_exact_port(lab: Lab) -> None:

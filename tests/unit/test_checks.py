@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.checks import (
+from supervisor.core.checks import (
     Member,
     Probe,
     ProbeCounter,
@@ -15,10 +15,10 @@ from supervisor.checks import (
     plan_members,
     published_endpoint,
 )
-from supervisor.labels import parse_services
-from supervisor.model import build_desired_state
-from supervisor.settings import load_settings
-from supervisor.snapshot import ContainerInfo, PortBinding
+from supervisor.core.labels import parse_services
+from supervisor.core.model import build_desired_state
+from supervisor.core.settings import load_settings
+from supervisor.core.snapshot import ContainerInfo, PortBinding
 
 
 def info(**kwargs: object) -> ContainerInfo:

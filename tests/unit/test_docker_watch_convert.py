@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.docker_watch import (
+from supervisor.adapters.docker_watch import (
     ContainerEvent,
     EventResume,
     container_info_from_attrs,
@@ -17,7 +17,7 @@ from supervisor.docker_watch import (
     has_prefixed_label,
     parse_created,
 )
-from supervisor.snapshot import PortBinding
+from supervisor.core.snapshot import PortBinding
 
 RUNNING: dict[str, Any] = {
     "Id": "92e14804f0d79607e948d521c47086b782149aed3579ed077519b1f83f68a4fe",

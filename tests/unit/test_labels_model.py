@@ -6,10 +6,10 @@ import ipaddress
 
 import pytest
 
-from supervisor.labels import parse_services
-from supervisor.model import build_desired_state
-from supervisor.settings import load_settings
-from supervisor.snapshot import ContainerInfo
+from supervisor.core.labels import parse_services
+from supervisor.core.model import build_desired_state
+from supervisor.core.settings import load_settings
+from supervisor.core.snapshot import ContainerInfo
 
 
 def container(name: str, labels: dict[str, str], created: float = 1.0) -> ContainerInfo:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.labels import parse_services
-from supervisor.model import build_desired_state
-from supervisor.render import format_seconds, render
-from supervisor.settings import load_settings
-from supervisor.snapshot import ContainerInfo
+from supervisor.core.labels import parse_services
+from supervisor.core.model import build_desired_state
+from supervisor.core.render import format_seconds, render
+from supervisor.core.settings import load_settings
+from supervisor.core.snapshot import ContainerInfo
 
 GOLDEN = Path(__file__).parent / "golden"
 RUN_DIR = {"RUN_DIR": "/run/kat-test"}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.model import build_desired_state
-from supervisor.render import render
-from supervisor.settings import Settings, SettingsError, load_settings
+from supervisor.core.model import build_desired_state
+from supervisor.core.render import render
+from supervisor.core.settings import Settings, SettingsError, load_settings
 
 BASE = {"VIRTUAL_IP": "10.0.0.208"}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from supervisor.debounce import Debouncer, restart_delay
-from supervisor.notify import Transition, parse_notify_line
-from supervisor.status import format_status
+from supervisor.adapters.notify import Transition, parse_notify_line
+from supervisor.adapters.status import format_status
+from supervisor.core.debounce import Debouncer, restart_delay
 
 
 def test_debounce_min_window_resets_on_each_change() -> None:

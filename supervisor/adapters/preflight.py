@@ -11,9 +11,9 @@ import pwd
 import stat
 from pathlib import Path
 
-from supervisor import net
-from supervisor.model import DesiredState
-from supervisor.settings import Settings
+from supervisor.adapters import net
+from supervisor.core.model import DesiredState
+from supervisor.core.settings import Settings
 
 
 def script_problems(settings: Settings) -> list[str]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from supervisor.labels import ServiceSpec
-from supervisor.settings import CheckSettings, Secret, Settings
-from supervisor.validate import IPAddress, VirtualAddress
+from supervisor.core.labels import ServiceSpec
+from supervisor.core.settings import CheckSettings, Secret, Settings
+from supervisor.core.validate import IPAddress, VirtualAddress
 
 ENV_SOURCE = "environment"
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.labels import ServiceSpec
-from supervisor.model import DesiredState, Instance
-from supervisor.settings import CheckSettings, Settings
-from supervisor.snapshot import ContainerInfo
+from supervisor.core.labels import ServiceSpec
+from supervisor.core.model import DesiredState, Instance
+from supervisor.core.settings import CheckSettings, Settings
+from supervisor.core.snapshot import ContainerInfo
 
 ENV_MEMBER = "environment"
 

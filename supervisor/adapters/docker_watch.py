@@ -33,7 +33,7 @@ import docker.errors
 import tenacity
 from docker.types.daemon import CancellableStream
 
-from supervisor.snapshot import ContainerInfo, PortBinding, Snapshot
+from supervisor.core.snapshot import ContainerInfo, PortBinding, Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from supervisor.validate import (
+from supervisor.core.validate import (
     InvalidValue,
     IPAddress,
     VirtualAddress,

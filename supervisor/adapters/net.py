@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from pyroute2 import IPRoute
 
-from supervisor.validate import IPAddress, VirtualAddress
+from supervisor.core.validate import IPAddress, VirtualAddress
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,13 @@ import os
 import re
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from supervisor.adapters.files import write_atomically
 
 log = logging.getLogger(__name__)
 keepalived_log = logging.getLogger("keepalived")
@@ -49,44 +50,6 @@ class KeepalivedPaths:
     @property
     def pid_files(self) -> tuple[Path, Path, Path]:
         return (self.run_dir / "keepalived.pid", self.run_dir / "vrrp.pid", self.run_dir / "checkers.pid")
-
-
-def is_bind_mount(path: Path) -> bool:
-    """True when `path` itself is a mount point (a bind-mounted file cannot be replaced by rename)."""
-    target = str(path.resolve())
-    try:
-        mountinfo = Path("/proc/self/mountinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        if len(fields) > 4 and fields[4].replace("\\040", " ") == target:
-            return True
-    return False
-
-
-def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
-    """Replace `path` with `text` so readers see the old or the new file, never a mix."""
-    data = text.encode("utf-8")
-    if path.exists() and is_bind_mount(path):
-        with path.open("r+b") as handle:  # rename over a bind mount fails (EBUSY): write in place
-            handle.truncate(0)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        return
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, mode)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
 
 
 def _process_cmdline(pid: int) -> str:

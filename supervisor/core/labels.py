@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from supervisor.snapshot import ContainerInfo
-from supervisor.validate import (
+from supervisor.core.snapshot import ContainerInfo
+from supervisor.core.validate import (
     InvalidValue,
     VirtualAddress,
     parse_bool,

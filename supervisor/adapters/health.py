@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pyroute2 import DiagSocket
 
-from supervisor.checks import Member, Probe, ProbeCounter, instance_verdict, member_healthy
-from supervisor.keepalived import write_atomically
+from supervisor.adapters.files import write_atomically
+from supervisor.core.checks import Member, Probe, ProbeCounter, instance_verdict, member_healthy
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.keepalived import write_atomically
-from supervisor.model import DesiredState
+from supervisor.adapters.files import write_atomically
+from supervisor.core.model import DesiredState
 
 STATUS_FILE = "status.json"
 

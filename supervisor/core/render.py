@@ -11,7 +11,7 @@ from functools import cache
 
 import jinja2
 
-from supervisor.model import DesiredState
+from supervisor.core.model import DesiredState
 
 
 def format_seconds(value: float) -> str:
@@ -23,7 +23,7 @@ def format_seconds(value: float) -> str:
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("supervisor", "templates"),
+        loader=jinja2.PackageLoader("supervisor.core", "templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - the output is keepalived.conf, not HTML; values are validated
         trim_blocks=True,
