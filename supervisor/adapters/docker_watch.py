@@ -33,24 +33,10 @@ import docker.errors
 import tenacity
 from docker.types.daemon import CancellableStream
 
+from supervisor.core.events import WATCHED_ACTIONS
 from supervisor.core.snapshot import ContainerInfo, PortBinding, Snapshot
 
 log = logging.getLogger(__name__)
-
-#: Container event actions that can change what the supervisor knows (health_status arrives as "health_status: X").
-WATCHED_ACTIONS: tuple[str, ...] = (
-    "create",
-    "start",
-    "die",
-    "stop",
-    "kill",
-    "pause",
-    "unpause",
-    "health_status",
-    "destroy",
-    "rename",
-    "update",
-)
 
 #: Default timeout (seconds) of API calls of the default client: bounds a ping or inspect against a hung engine.
 DEFAULT_API_TIMEOUT = 15

@@ -23,11 +23,10 @@ from pyroute2 import DiagSocket
 
 from supervisor.adapters.files import write_atomically
 from supervisor.core.checks import Member, Probe, ProbeCounter, instance_verdict, member_healthy
+from supervisor.core.events import FAIL_ACTIONS, RECOVER_ACTIONS
 
 log = logging.getLogger(__name__)
 
-FAIL_ACTIONS = frozenset({"die", "stop", "kill", "pause", "destroy", "oom", "health_status: unhealthy"})
-RECOVER_ACTIONS = frozenset({"start", "unpause", "restart", "health_status: healthy"})
 TCP_LISTEN = 10
 
 Key = tuple[str, str]  # (instance name, member key)
