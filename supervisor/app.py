@@ -1,49 +1,81 @@
-"""The `run` command: wires watch -> state -> render -> apply together and owns the main loop.
+"""The `run` command: gathers facts, asks the one plan what to do, and applies it. It owns the main loop.
 
-Signal handlers only set flags and wake the loop (the patroni way); the loop does the work: reload settings on
-SIGHUP, restart keepalived with backoff when it dies, reconcile when the debouncer says a change is due, and on
-SIGTERM/SIGINT stop keepalived cleanly (priority-0 advert, VIPs released) and return 0.
+Signal handlers do nothing but let the interpreter's wakeup fd carry the signal number into a pipe (the patroni way,
+without even a flag or a lock); other threads wake the loop by writing a byte to the same pipe. The loop does the
+work: reload settings on SIGHUP, pass SIGUSR1/SIGUSR2 on to keepalived, restart keepalived with backoff when it dies,
+reconcile when the debouncer says a change is due (or a failed reconcile is due again), and on SIGTERM/SIGINT stop
+keepalived cleanly (priority-0 advert, VIPs released) and return 0.
+
+Every turn of the loop survives any exception from one of its steps: the step is logged, counted, and tried again on
+the next turn. A part that stays broken is reported as a component problem, which turns `status --quiet` (the
+image's HEALTHCHECK) red with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from supervisor.adapters import net
 from supervisor.adapters.docker_watch import ContainerEvent, DockerWatcher
 from supervisor.adapters.health import HealthMonitor
 from supervisor.adapters.keepalived import ConfigRejected, Keepalived, KeepalivedPaths
 from supervisor.adapters.notify import NotifyFifoReader, Transition
-from supervisor.adapters.preflight import interface_problems, script_problems
+from supervisor.adapters.preflight import script_problems
 from supervisor.adapters.reaper import reap_orphans
 from supervisor.adapters.status import StatusBoard
-from supervisor.core.checks import plan_members
 from supervisor.core.debounce import Debouncer, restart_delay
-from supervisor.core.labels import parse_services
-from supervisor.core.model import DesiredState, build_desired_state
-from supervisor.core.render import render
+from supervisor.core.plan import Plan, health_members, make_plan
 from supervisor.core.settings import Settings, SettingsError, load_settings
 from supervisor.core.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # a failed reconcile is tried again after 1 s, doubling up to 30 s
+STEP_FAILURES_RED = 3  # a loop step that failed this many times in a row makes the node unhealthy
+FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # keepalived writes its data and stats files on these
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *FORWARDED_SIGNALS)
 
 
-def host_addresses(state: DesiredState) -> dict[str, str | None]:
-    """The host's own address on each instance interface (not a VIP), where probes of published ports go."""
-    vips = {vip.address for instance in state.instances for vip in instance.vips}
-    result: dict[str, str | None] = {}
-    for instance in state.instances:
-        own = [a for a in net.interface_addresses(instance.interface) if a not in vips and a.version == instance.family]
-        result[instance.interface] = str(own[0]) if own else None
-    return result
+class WakePipe:
+    """A non-blocking pipe: signal numbers arrive through the interpreter's wakeup fd, thread wakes as a 0 byte."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe already wakes the loop
+            os.write(self.write_fd, b"\0")
+
+    def wait(self, timeout: float) -> list[int]:
+        """Wait up to `timeout` seconds; the signal numbers that arrived (duplicates kept, in order)."""
+        ready, _, _ = select.select([self.read_fd], [], [], max(0.0, timeout))
+        if not ready:
+            return []
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.read_fd, 4096):
+                data += chunk
+        return [byte for byte in data if byte]
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _note_signal(_signum: int, _frame: FrameType | None) -> None:
+    """The Python-level handler: nothing to do, the wakeup fd already carried the signal number to the loop."""
 
 
 class Supervisor:
@@ -52,12 +84,11 @@ class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.run_dir = settings.run_dir
-        self.keepalived = Keepalived(settings.keepalived_bin, KeepalivedPaths(self.run_dir), on_exit=self.wake)
+        self.pipe = WakePipe()
+        self.keepalived = Keepalived(settings.keepalived_bin, KeepalivedPaths(self.run_dir), on_exit=self.pipe.wake)
         self.board = StatusBoard(self.run_dir)
         self.debouncer = Debouncer(settings.reconcile_min_wait, settings.reconcile_max_wait)
-        self._wake = threading.Event()
         self._stop_signal: int | None = None
-        self._reload_requested = False
         self._snapshot = Snapshot()
         self.health = HealthMonitor(settings.health_policy, on_verdict=self.board.record_health)
         self.watcher = DockerWatcher(
@@ -66,91 +97,84 @@ class Supervisor:
             label_prefix=settings.label_prefix,
             on_event=self._on_event,
         )
+        self.fifo: NotifyFifoReader | None = None
         self._last_problems: tuple[str, ...] = ()
-        self._state: DesiredState | None = None
+        self._plan: Plan | None = None
         self._failures = 0
         self._started_at = 0.0
         self._restart_at: float | None = None
+        self._retry_at: float | None = None
+        self._retry_delay = RETRY_FIRST
+        self._step_failures: dict[str, int] = {}
         self._interface_index: dict[str, int] = {}
 
-    # -- signals: set a flag, wake the loop, nothing else ---------------------------------------------------------
+    # -- signals and wakes: no work here, the loop reads the pipe ------------------------------------------------
 
     def wake(self) -> None:
-        self._wake.set()
-
-    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._stop_signal = signum
-        self._wake.set()
-
-    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
-        self._reload_requested = True
-        self._wake.set()
+        self.pipe.wake()
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.set_wakeup_fd(self.pipe.write_fd, warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, _note_signal)
 
-    # -- state --------------------------------------------------------------------------------------------------
+    # -- facts and the plan ---------------------------------------------------------------------------------------
 
-    def desired_state(self) -> DesiredState:
-        specs, problems = parse_services(self._snapshot.containers.values(), self.settings.label_prefix)
-        state = build_desired_state(self.settings, specs, net.local_addresses())
-        return replace(state, problems=(*problems, *state.problems))
+    def plan(self) -> Plan:
+        """The plan for the current settings, snapshot and host facts (the same function `render` calls)."""
+        managed = self._plan.vips if self._plan is not None else frozenset()
+        return make_plan(self.settings, self._snapshot, net.host_facts(managed))
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         """Watcher thread: remember the snapshot; the loop reconciles once the debouncer says so."""
         self._snapshot = snapshot
-        self.board.record_engine(snapshot.engine_reachable)
         self.debouncer.mark(time.monotonic())
-        self._wake.set()
+        self.pipe.wake()
 
     def _on_event(self, event: ContainerEvent) -> None:
         """Watcher thread: health verdicts flip at once, without waiting for the debounced reconcile."""
         self.health.on_container_event(event.id, event.action)
 
-    def _log_problems(self, state: DesiredState) -> None:
-        if state.problems != self._last_problems:
-            for problem in state.problems:
+    def _log_problems(self, plan: Plan) -> None:
+        if plan.problems != self._last_problems:
+            for problem in plan.problems:
                 if problem not in self._last_problems:
                     log.error("%s", problem)
-            self._last_problems = state.problems
+            self._last_problems = plan.problems
 
     def _on_transition(self, transition: Transition) -> None:
         log.info("instance %s is now %s (priority %s)", transition.instance, transition.state, transition.priority)
         self.board.record_transition(transition.instance, transition.state, transition.priority)
 
-    # -- the loop -----------------------------------------------------------------------------------------------
+    # -- start ----------------------------------------------------------------------------------------------------
 
     def run(self) -> int:
         self.install_signal_handlers()
         (self.run_dir / "health").mkdir(mode=0o755, parents=True, exist_ok=True)  # track files, written by health
-        state = self.desired_state()
-        problems = interface_problems(state) + script_problems(self.settings)
+        plan = self.plan()
+        problems = [*plan.fatal, *script_problems(self.settings)]
         if problems:
             for problem in problems:
                 log.error("%s", problem)
             return 2
-        self._log_problems(state)
-        text = render(state)
+        self._log_problems(plan)
         try:
-            self.keepalived.config_test(text)
+            self.keepalived.config_test(plan.text)
         except ConfigRejected as rejected:
             log.error("the initial configuration was rejected, keepalived not started: %s", rejected)
             return 1
         self.keepalived.clean_stale()
-        for instance in state.instances:
+        for instance in plan.state.instances:
             net.remove_vips(instance.interface, instance.vips)
-        self._state = state
-        self.board.set_desired(state)
+        self._plan = plan
+        self.board.set_desired(plan.state)
         self.health.start()
-        self._update_health(state)
-        self.keepalived.install(text)
-        fifo = NotifyFifoReader(state.notify_fifo, self._on_transition)
-        fifo.start()
+        self.health.update(dict(plan.members), _track_files(plan))
+        self.keepalived.install(plan.text)
+        self.fifo = NotifyFifoReader(plan.state.notify_fifo, self._on_transition)
+        self.fifo.start()
         self._start_keepalived()
         self.watcher.start()
-        self.board.record_engine(self.watcher.snapshot.engine_reachable)
         try:
             self._loop()
         finally:
@@ -158,7 +182,9 @@ class Supervisor:
             self.watcher.stop()
             status = self.keepalived.stop()
             self.health.stop()
-            fifo.stop()
+            self.fifo.stop()
+            signal.set_wakeup_fd(-1)
+            self.pipe.close()
             log.info("keepalived stopped with status %s; supervisor exiting", status)
         return 0
 
@@ -170,32 +196,71 @@ class Supervisor:
         if pid is not None:
             self.board.record_start(pid)
 
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def _next_wait(self, now: float) -> float:
+        waits = [1.0]
+        for moment in (self.debouncer.deadline(), self._restart_at, self._retry_at):
+            if moment is not None:
+                waits.append(moment - now)
+        return max(0.0, min(waits))
+
     def _loop(self) -> None:
-        next_vip_poll = 0.0
+        next_poll = 0.0
         while self._stop_signal is None:
-            now = time.monotonic()
-            waits = [1.0]
-            deadline = self.debouncer.deadline()
-            if deadline is not None:
-                waits.append(deadline - now)
-            if self._restart_at is not None:
-                waits.append(self._restart_at - now)
-            self._wake.wait(max(0.0, min(waits)))
-            self._wake.clear()
+            signals = self.pipe.wait(self._next_wait(time.monotonic()))
+            self._step("signals", self._handle_signals, signals)
             if self._stop_signal is not None:
                 break
             now = time.monotonic()
-            if self._reload_requested:
-                self._reload_requested = False
-                self._reload_settings()
-            self._watch_keepalived(now)
-            reap_orphans({pid for pid in (self.keepalived.pid,) if pid is not None})
-            if self.debouncer.due(now):
+            self._step("keepalived", self._watch_keepalived, now)
+            self._step("reaper", reap_orphans, {pid for pid in (self.keepalived.pid,) if pid is not None})
+            due_retry = self._retry_at is not None and now >= self._retry_at
+            if self.debouncer.due(now) or due_retry:
                 self.debouncer.clear()
-                self.reconcile()
-            if now >= next_vip_poll:
-                next_vip_poll = now + 1.0
-                self._poll_vips()
+                self._step("reconcile", self.reconcile)
+            if now >= next_poll:
+                next_poll = now + 1.0
+                self._step("poll", self._poll)
+
+    def _step(self, name: str, action: Callable[..., object], *args: Any) -> None:
+        """Run one step of the loop; an exception is logged and counted, never allowed to end the loop."""
+        try:
+            action(*args)
+        except Exception as error:
+            count = self._step_failures.get(name, 0) + 1
+            self._step_failures[name] = count
+            log.exception("main loop: %s failed (%d in a row)", name, count)
+            if count >= STEP_FAILURES_RED:
+                self._component(f"loop:{name}", False, f"failed {count} times in a row: {type(error).__name__}")
+            return
+        if self._step_failures.pop(name, 0) >= STEP_FAILURES_RED:
+            self._component(f"loop:{name}", True, "ok")
+
+    def _component(self, name: str, ok: bool, reason: str) -> None:
+        record = getattr(self.board, "record_component", None)
+        if record is not None:
+            record(name, ok, reason)
+
+    def _handle_signals(self, signals: list[int]) -> None:
+        for signum in signals:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self._stop_signal = signum
+        if self._stop_signal is not None:
+            return
+        if signal.SIGHUP in signals:  # a burst of SIGHUPs is one reload
+            self._reload_settings()
+        for signum in FORWARDED_SIGNALS:
+            if signum in signals:
+                self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        pid = self.keepalived.pid
+        if pid is None:
+            log.warning("%s: keepalived is not running, nothing to pass it to", signal.Signals(signum).name)
+            return
+        os.kill(pid, signum)
+        log.info("%s passed on to keepalived (pid %d)", signal.Signals(signum).name, pid)
 
     def _watch_keepalived(self, now: float) -> None:
         status = self.keepalived.exit_status()
@@ -205,23 +270,37 @@ class Supervisor:
             delay = restart_delay(self._failures)
             log.error("keepalived exited with status %s after %.1f s; restarting in %.1f s", status, ran, delay)
             self._restart_at = now + delay
+            self._component("keepalived", False, f"exited with status {status}; restarting in {delay:.1f} s")
         if self._restart_at is not None and now >= self._restart_at:
             self._restart_at = None
             self._start_keepalived()
+            self._component("keepalived", True, "running")
 
-    def _poll_vips(self) -> None:
-        if self._state is None:
-            return
-        for instance in self._state.instances:
-            held = bool(net.held_vips(instance.interface, instance.vips))
-            self.board.record_vips_held(instance.name, held)
-        self._check_interfaces(self._state)
+    def _poll(self) -> None:
+        """Once a second: whether the VIPs are held, re-created interfaces, and the health of every part."""
+        plan = self._plan
+        if plan is not None:
+            for instance in plan.state.instances:
+                held = bool(net.held_vips(instance.interface, instance.vips))
+                self.board.record_vips_held(instance.name, held)
+            self._check_interfaces(plan)
+        parts: dict[str, Callable[[], str | None]] = {"docker watcher": self.watcher_problem}
+        parts["health"] = getattr(self.health, "problem", lambda: None)
+        if self.fifo is not None:
+            parts["notify"] = getattr(self.fifo, "problem", lambda: None)
+        for name, problem in parts.items():
+            reason = problem()
+            self._component(name, reason is None, reason or "ok")
 
-    def _check_interfaces(self, state: DesiredState) -> None:
+    def watcher_problem(self) -> str | None:
+        problem: Callable[[], str | None] | None = getattr(self.watcher, "problem", None)
+        return problem() if problem is not None else None
+
+    def _check_interfaces(self, plan: Plan) -> None:
         """Restart keepalived when an instance's interface was deleted and created again (a new index): keepalived
         keeps using the old index's sockets and would never send or hear an advert again."""
         recreated = []
-        for interface in sorted({instance.interface for instance in state.instances}):
+        for interface in sorted({instance.interface for instance in plan.state.instances}):
             index = net.interface_index(interface)
             known = self._interface_index.get(interface)
             if index is not None:
@@ -240,7 +319,9 @@ class Supervisor:
             for problem in error.problems:
                 log.error("SIGHUP: %s", problem)
             log.error("SIGHUP: settings not changed; the running configuration stays")
+            _record_pending(self.board, error.problems)
             return
+        _record_pending(self.board, [])
         fixed = ("run_dir", "keepalived_bin", "label_prefix", "label_selector")
         if any(getattr(fresh, name) != getattr(self.settings, name) for name in fixed):
             log.warning(
@@ -253,34 +334,70 @@ class Supervisor:
         self.health.policy = fresh.health_policy
         self.reconcile()
 
-    def _update_health(self, state: DesiredState) -> None:
-        members = plan_members(state, self._snapshot.containers, self.settings, host_addresses(state))
-        self.health.update(members, {instance.name: instance.track_file for instance in state.instances})
+    # -- apply ----------------------------------------------------------------------------------------------------
 
     def reconcile(self) -> None:
-        """Render the desired state and apply it: test, install, SIGHUP; only when the bytes changed."""
-        state = self.desired_state()
-        self._log_problems(state)
-        text = render(state)
-        changed = text != self.keepalived.installed_text()
+        """Plan and apply: test the exact text, install it, SIGHUP keepalived; only when the bytes changed.
+
+        When the plan cannot be applied (keepalived rejects it, RUN_DIR is full or read-only, the environment's
+        interface is gone), the running configuration stays, the error is reported, and the reconcile is tried again
+        with a doubling delay until it succeeds.
+        """
+        plan = self.plan()
+        self._log_problems(plan)
+        try:
+            applied = self._apply(plan)
+        except (ConfigRejected, OSError) as error:
+            self._retry_at = time.monotonic() + self._retry_delay
+            log.error("new configuration not applied, the running one stays (retry in %.0f s): %s",
+                      self._retry_delay, error)  # fmt: skip
+            self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
+            self.board.record_config_error(str(error))
+            self._component("config", False, f"the last change could not be applied: {str(error)[:200]}")
+            running = self._plan
+            if running is not None:  # the running instances still follow their containers
+                facts = net.host_facts(running.vips)
+                members = health_members(running.state, self.settings, self._snapshot, facts)
+                self.health.update(members, _track_files(running))
+            return
+        if self._retry_at is not None:
+            log.info("configuration applied after an earlier failure")
+        self._retry_at, self._retry_delay = None, RETRY_FIRST
+        self._component("config", True, "applied" if applied else "unchanged")
+
+    def _apply(self, plan: Plan) -> bool:
+        if plan.fatal:
+            raise ConfigRejected("; ".join(plan.fatal))
+        changed = plan.text != self.keepalived.installed_text()
+        started = time.monotonic()
         if changed:
-            try:
-                self.keepalived.config_test(text)
-            except ConfigRejected as rejected:
-                log.error("new configuration rejected, the running one stays: %s", rejected)
-                self.board.record_config_error(str(rejected))
-                if self._state is not None:
-                    self._update_health(self._state)  # the running instances still follow their containers
-                return
-        self._state = state
-        self.board.set_desired(state)
-        self._update_health(state)  # writes the track files of new instances before keepalived reads them
+            self.keepalived.config_test(plan.text)
+        self.health.update(dict(plan.members), _track_files(plan))  # track files of new instances come first
         if changed:
-            self.keepalived.install(text)
-        if changed and self.keepalived.pid is not None:
+            self.keepalived.install(plan.text)
+        self._plan = plan
+        self.board.set_desired(plan.state)
+        if not changed:
+            return False
+        if self.keepalived.pid is not None:
             self.keepalived.reload()
             self.board.record_reload()
-            log.info("configuration changed: keepalived reloaded (%d instances)", len(state.instances))
+            log.info(
+                "configuration changed: keepalived reloaded (%d instances) in %.0f ms",
+                len(plan.state.instances),
+                (time.monotonic() - started) * 1000,
+            )
+        return True
+
+
+def _track_files(plan: Plan) -> dict[str, Path]:
+    return {instance.name: instance.track_file for instance in plan.state.instances}
+
+
+def _record_pending(board: StatusBoard, problems: list[str]) -> None:
+    record = getattr(board, "record_pending_problems", None)
+    if record is not None:
+        record(list(problems))
 
 
 def configure_logging(level: str) -> None:

@@ -8,19 +8,23 @@ supervisor's view of every instance.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
 import logging
 import os
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
+from pathlib import Path
 
-from supervisor.core.model import DesiredState
+from supervisor.core.plan import Plan
 from supervisor.core.settings import Settings, SettingsError, load_settings
 from supervisor.core.snapshot import Snapshot
+from supervisor.core.validate import IPAddress
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_RUNNING = 0, 1, 2, 3
+DEFAULT_RUN_DIR = Path("/run/keepalived-supervisor")
 
 
 def _load() -> Settings | None:
@@ -81,30 +85,43 @@ def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None
     return seen[-1] if seen else None
 
 
-def desired_from_engine(settings: Settings) -> DesiredState:
-    """The desired state `run` would start with: env plus labelled containers when the engine answers."""
-    from supervisor.core.labels import parse_services
-    from supervisor.core.model import build_desired_state
+def _managed_vips(settings: Settings) -> frozenset[IPAddress]:
+    """The VIPs a running supervisor's keepalived may hold here (from its status), so they are not taken for the
+    host's own addresses."""
+    from supervisor.adapters.status import read_status
+
+    try:
+        data = read_status(settings.run_dir)
+    except (OSError, ValueError):
+        return frozenset()
+    vips: set[IPAddress] = set()
+    for entry in data.get("instances", []):
+        for vip in entry.get("vips", []):
+            with contextlib.suppress(ValueError):
+                vips.add(ipaddress.ip_interface(vip).ip)
+    return frozenset(vips)
+
+
+def plan_here(settings: Settings) -> Plan:
+    """The plan `run` would make on this host now: env, labelled containers when the engine answers, host facts."""
+    from supervisor.adapters.net import host_facts
+    from supervisor.core.plan import make_plan
 
     snapshot = engine_snapshot(settings)
     if snapshot is None:
         print("docker engine not reachable: rendering from the environment alone", file=sys.stderr)
-        return build_desired_state(settings, [])
-    specs, problems = parse_services(snapshot.containers.values(), settings.label_prefix)
-    state = build_desired_state(settings, specs)
-    return replace(state, problems=(*problems, *state.problems))
+        snapshot = Snapshot()
+    return make_plan(settings, snapshot, host_facts(_managed_vips(settings)))
 
 
 def cmd_render(_args: argparse.Namespace) -> int:
     settings = _load()
     if settings is None:
         return EXIT_INVALID
-    from supervisor.core.render import render
-
-    state = desired_from_engine(settings)
-    for problem in state.problems:
+    plan = plan_here(settings)
+    for problem in (*plan.fatal, *plan.problems):
         print(f"problem: {problem}", file=sys.stderr)
-    sys.stdout.write(render(state))
+    sys.stdout.write(plan.text)
     return EXIT_OK
 
 
@@ -114,7 +131,8 @@ def cmd_check(_args: argparse.Namespace) -> int:
         return EXIT_INVALID
     from supervisor.adapters.preflight import script_problems
 
-    problems = script_problems(settings) + list(desired_from_engine(settings).problems)
+    plan = plan_here(settings)
+    problems = [*plan.fatal, *script_problems(settings), *plan.problems]
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -123,28 +141,38 @@ def cmd_check(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from supervisor.adapters.status import format_status, read_status
+def _status_dir() -> Path:
+    """RUN_DIR alone: `status` must not fail because of a pending edit elsewhere in the settings."""
+    raw = os.environ.get("RUN_DIR", "").strip()
+    return Path(raw) if raw.startswith("/") else DEFAULT_RUN_DIR
 
-    settings = _load()
-    if settings is None:
-        return EXIT_INVALID
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from supervisor.adapters.status import format_status, health_verdict, read_status
+
+    run_dir = _status_dir()
     try:
-        data = read_status(settings.run_dir)
-    except FileNotFoundError:
-        print(f"supervisor not running: no status in {settings.run_dir}", file=sys.stderr)
+        data = read_status(run_dir)
+    except (OSError, ValueError) as error:
+        print(f"supervisor not running: no readable status in {run_dir} ({error})", file=sys.stderr)
         return EXIT_NOT_RUNNING
     running = _pid_alive(data.get("supervisor_pid"))
     keepalived_running = running and _pid_alive(data.get("keepalived", {}).get("pid"))
+    healthy, reason = health_verdict(data)
+    if not running:
+        reason = "the supervisor is not running"
+    elif not keepalived_running:
+        reason = "keepalived is not running"
     if args.quiet:
-        pass
+        if reason and not (running and keepalived_running and healthy):
+            print(reason, file=sys.stderr)
     elif args.json:
         print(json.dumps({**data, "running": running, "keepalived_running": keepalived_running}, indent=2))
     else:
         print(format_status(data, running))
     if not running:
         return EXIT_NOT_RUNNING
-    return EXIT_OK if keepalived_running else EXIT_FAILED
+    return EXIT_OK if keepalived_running and healthy else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:

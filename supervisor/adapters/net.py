@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from pyroute2 import IPRoute
 
+from supervisor.core.plan import HostFacts
 from supervisor.core.validate import IPAddress, VirtualAddress
 
 log = logging.getLogger(__name__)
@@ -82,3 +83,17 @@ def remove_vips(interface: str, vips: Iterable[VirtualAddress]) -> list[VirtualA
                 removed.append(VirtualAddress(address, prefix))
                 log.warning("removed stale virtual IP %s/%d from %s", address, prefix, interface)
     return removed
+
+
+def host_facts(managed_vips: frozenset[IPAddress] = frozenset()) -> HostFacts:
+    """Every interface of this network namespace with its addresses (primary first), for the plan."""
+    with IPRoute() as ipr:
+        names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
+        interfaces: dict[str, list[IPAddress]] = {name: [] for name in names.values()}
+        for address, _, index in _addresses(ipr):
+            name = names.get(index)
+            if name is not None:
+                interfaces[name].append(address)
+    return HostFacts(
+        interfaces={name: tuple(addresses) for name, addresses in interfaces.items()}, managed_vips=managed_vips
+    )

@@ -62,7 +62,8 @@ class LabelProblem(ValueError):
     """One invalid label on one container."""
 
     def __init__(self, container: ContainerInfo, label: str, value: str, expected: str) -> None:
-        super().__init__(f"container {container.name} ({container.id[:12]}): label {label}={value!r}: {expected}")
+        shown = value if len(value) <= 64 else f"{value[:48]}... ({len(value)} characters)"
+        super().__init__(f"container {container.name} ({container.id[:12]}): label {label}={shown!r}: {expected}")
 
 
 def _parse_check(raw: str) -> tuple[str, str]:
@@ -107,6 +108,14 @@ def parse_service(container: ContainerInfo, prefix: str) -> ServiceSpec | None:
     enable = _label(container, prefix, "enable", parse_bool)
     if enable is False or (enable is None and not is_enabled(container, prefix)):
         return None
+    unknown = sorted(key for key in container.labels if key.startswith(prefix) and key[len(prefix) :] not in KNOWN_KEYS)
+    if unknown:
+        raise LabelProblem(
+            container,
+            unknown[0],
+            container.labels[unknown[0]],
+            f"unknown label; expected one of {', '.join(prefix + key for key in KNOWN_KEYS)}",
+        )
     vip = _label(container, prefix, "vip", lambda raw: parse_vip(raw, None))
     vrid = _label(container, prefix, "vrid", lambda raw: parse_int(raw, 1, 255))
     port = _label(container, prefix, "port", _parse_container_port)

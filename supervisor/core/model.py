@@ -137,6 +137,8 @@ def build_desired_state(
         )
 
     members: dict[int, list[ServiceSpec]] = {vrid: [] for vrid in by_vrid}
+    claimed: dict[IPAddress, str] = {vip.address: ENV_SOURCE for instance in by_vrid.values() for vip in instance.vips}
+    reserved = _reserved_addresses(settings, local_addresses)
     for spec in services:
         vrid = spec.vrid if spec.vrid is not None else (settings.vrid if settings.virtual_ips else None)
         who = f"container {spec.container_name} ({spec.container_id[:12]})"
@@ -159,6 +161,16 @@ def build_desired_state(
                     f"(vip {', '.join(map(str, existing.vips))}); the earlier claim wins, container skipped"
                 )
             continue
+        owner = claimed.get(spec.vip.address)
+        if owner is not None:
+            problems.append(
+                f"{who}: vip {spec.vip.address} is already claimed by {owner} under another VRID; two VRIDs holding "
+                "one address would put it on two hosts at once; container skipped"
+            )
+            continue
+        if spec.vip.address in reserved:
+            problems.append(f"{who}: vip {spec.vip.address} is {reserved[spec.vip.address]}; container skipped")
+            continue
         if spec.vip.version == 6 and settings.vrrp_version == 2:
             problems.append(f"{who}: IPv6 vip {spec.vip} needs VRRP_VERSION=3; container skipped")
             continue
@@ -170,6 +182,7 @@ def build_desired_state(
             f"container {spec.container_name}",
         )
         members[vrid] = [spec]
+        claimed[spec.vip.address] = f"container {spec.container_name}"
 
     instances = tuple(replace(by_vrid[vrid], members=tuple(members[vrid])) for vrid in sorted(by_vrid))
     return DesiredState(
@@ -178,3 +191,13 @@ def build_desired_state(
         script_user=settings.script_user,
         problems=tuple(problems),
     )
+
+
+def _reserved_addresses(settings: Settings, local_addresses: frozenset[IPAddress]) -> dict[IPAddress, str]:
+    """Addresses no label may claim as a VIP, each with what it is."""
+    reserved: dict[IPAddress, str] = {address: "an address of this host" for address in local_addresses}
+    for peer in settings.unicast_peers:
+        reserved[peer] = "a unicast peer (UNICAST_PEERS)"
+    if settings.unicast_src_ip is not None:
+        reserved[settings.unicast_src_ip] = "this host's UNICAST_SRC_IP"
+    return reserved

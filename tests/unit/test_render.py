@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
 import pytest
 
-from supervisor.core.labels import parse_services
-from supervisor.core.model import build_desired_state
-from supervisor.core.render import format_seconds, render
+from supervisor.core.plan import HostFacts, make_plan
+from supervisor.core.render import format_seconds
 from supervisor.core.settings import load_settings
-from supervisor.core.snapshot import ContainerInfo
+from supervisor.core.snapshot import ContainerInfo, Snapshot
 
 GOLDEN = Path(__file__).parent / "golden"
 RUN_DIR = {"RUN_DIR": "/run/kat-test"}
+HOST = HostFacts(
+    interfaces={
+        name: (ipaddress.ip_address("198.51.100.11"), ipaddress.ip_address("fd00:198:51::11"))
+        for name in ("eth0", "eth1", "ens3", "bond0.100")
+    }
+)
 
 CASES: dict[str, tuple[dict[str, str], dict[str, dict[str, str]]]] = {
     "minimal": ({"VIRTUAL_IP": "10.0.0.208"}, {}),
@@ -59,11 +65,10 @@ def rendered(name: str) -> str:
         ContainerInfo(id=f"{index:064d}", name=cname, labels=labels, running=True, created=float(index))
         for index, (cname, labels) in enumerate(labelled.items())
     ]
-    specs, problems = parse_services(containers, settings.label_prefix)
-    assert problems == []
-    state = build_desired_state(settings, specs)
-    assert state.problems == ()
-    return render(state)
+    snapshot = Snapshot({container.id: container for container in containers}, engine_reachable=True)
+    plan = make_plan(settings, snapshot, HOST)
+    assert plan.problems == () and plan.fatal == ()
+    return plan.text
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -1,0 +1,123 @@
+"""The one plan: settings + a snapshot of containers + this host's facts -> everything the supervisor applies.
+
+``make_plan`` is the only place a configuration is assembled. ``run`` calls it at start and at every reconcile;
+``render``, ``check`` and ``status`` call it too, so what ``render`` prints is byte for byte what ``run`` installs on
+this host. Each container is planned on its own: one that cannot be served here (an invalid or unknown label, an
+interface this host lacks, a VIP that is already claimed or is one of this host's or its peers' addresses) is left
+out with one problem line naming it, and everything else is still planned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from supervisor.core.checks import Member, plan_members
+from supervisor.core.labels import LabelProblem, ServiceSpec, parse_service
+from supervisor.core.model import ENV_SOURCE, DesiredState, build_desired_state
+from supervisor.core.render import render
+from supervisor.core.settings import Settings
+from supervisor.core.snapshot import ContainerInfo, Snapshot
+from supervisor.core.validate import IPAddress
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What this host looks like, as the adapters found it (netlink); the plan reads nothing else of the host."""
+
+    interfaces: Mapping[str, tuple[IPAddress, ...]] = field(default_factory=dict)
+    """Interface name -> its addresses, primary first."""
+    managed_vips: frozenset[IPAddress] = frozenset()
+    """Addresses keepalived may hold here as VIPs: present on an interface, but not the host's own."""
+    known: bool = True
+    """False when the facts could not be gathered: interface and address checks are then skipped."""
+
+    def own_addresses(self) -> frozenset[IPAddress]:
+        """The host's own addresses (every interface address that is not a VIP keepalived manages)."""
+        return frozenset(a for addresses in self.interfaces.values() for a in addresses if a not in self.managed_vips)
+
+    def host_address(self, interface: str, family: int, vips: frozenset[IPAddress]) -> str | None:
+        """The host's own address on `interface` of `family`: where probes of published ports go."""
+        for address in self.interfaces.get(interface, ()):
+            if address.version == family and address not in vips and address not in self.managed_vips:
+                return str(address)
+        return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The desired state, its exact keepalived.conf, the health members of every instance, and every problem."""
+
+    state: DesiredState
+    text: str
+    members: Mapping[str, tuple[Member, ...]]
+    problems: tuple[str, ...]
+    """Containers left out, one line each naming the container, the label or value, and the reason."""
+    fatal: tuple[str, ...]
+    """Why the environment's own instance cannot run on this host (empty when it can)."""
+
+    @property
+    def vips(self) -> frozenset[IPAddress]:
+        return frozenset(vip.address for instance in self.state.instances for vip in instance.vips)
+
+
+def _who(container: ContainerInfo) -> str:
+    return f"container {container.name} ({container.id[:12]})"
+
+
+def plan_services(
+    containers: Mapping[str, ContainerInfo], settings: Settings, host: HostFacts
+) -> tuple[list[ServiceSpec], list[str]]:
+    """Every enabled container's spec, oldest first, and one problem line per container left out."""
+    specs: list[ServiceSpec] = []
+    problems: list[str] = []
+    for container in sorted(containers.values(), key=lambda c: (c.created, c.id)):
+        try:
+            spec = parse_service(container, settings.label_prefix)
+        except LabelProblem as problem:
+            problems.append(f"{problem}; container skipped")
+            continue
+        except Exception as error:  # a hostile value must cost its own container, never the plan
+            problems.append(f"{_who(container)}: labels not understood ({type(error).__name__}); container skipped")
+            continue
+        if spec is None:
+            continue
+        interface = spec.interface or settings.interface
+        if spec.defines_instance and host.known and interface not in host.interfaces:
+            label = f"{settings.label_prefix}interface" if spec.interface else "INTERFACE"
+            problems.append(
+                f"{_who(container)}: {label}={interface!r}: no such interface on this host; container skipped"
+            )
+            continue
+        specs.append(spec)
+    return specs, problems
+
+
+def make_plan(settings: Settings, snapshot: Snapshot, host: HostFacts) -> Plan:
+    """Plan this node: which instances, with which exact config text, which health members, and what was left out."""
+    fatal: list[str] = []
+    if settings.virtual_ips and host.known and settings.interface not in host.interfaces:
+        fatal.append(f"INTERFACE={settings.interface!r}: no such interface on this host")
+    specs, problems = plan_services(snapshot.containers, settings, host)
+    own = host.own_addresses() if host.known else frozenset()
+    state = build_desired_state(settings, specs, own)
+    for instance in state.instances:
+        if instance.source == ENV_SOURCE:
+            taken = sorted(str(vip.address) for vip in instance.vips if vip.address in own)
+            if taken:
+                fatal.append(f"VIRTUAL_IP={','.join(taken)}: is an address of this host, not a virtual IP")
+    all_problems = (*problems, *state.problems)
+    state = replace(state, problems=all_problems)
+    members = health_members(state, settings, snapshot, host)
+    return Plan(state=state, text=render(state), members=members, problems=all_problems, fatal=tuple(fatal))
+
+
+def health_members(
+    state: DesiredState, settings: Settings, snapshot: Snapshot, host: HostFacts
+) -> dict[str, tuple[Member, ...]]:
+    """The health members of every instance of `state`, probing the host's own address on each interface."""
+    vips = frozenset(vip.address for instance in state.instances for vip in instance.vips)
+    host_addresses = {
+        instance.interface: host.host_address(instance.interface, instance.family, vips) for instance in state.instances
+    }
+    return plan_members(state, snapshot.containers, settings, host_addresses)
