@@ -19,9 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lab.engine import wait_until
-from tests.integration.dockerlab import ContainerLab, engine_client
-from tests.integration.netlab import Lab
+from lab.containers import ContainerLab
+from lab.engine import engine_client, wait_until
+from lab.netns import Lab
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

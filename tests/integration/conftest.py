@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import require_root_netns
 from tests.integration.dockerlab import ContainerLab, engine_client, require_engine
-from tests.integration.netlab import Lab
+from lab.netns import Lab
 
 
 @pytest.fixture

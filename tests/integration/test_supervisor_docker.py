@@ -20,7 +20,7 @@ from tests.integration.dockerlab import (
     stop_dockerd,
     wait_until,
 )
-from tests.integration.netlab import Lab, Node
+from lab.netns import Lab, Node
 
 NONE = {"keepalived.check": "none"}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.netlab import Lab, Node, wait_until
+from lab.netns import Lab, Node, wait_until
 
 VIP = "198.51.100.100"
 VIP2 = "198.51.100.101"
