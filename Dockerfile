@@ -6,7 +6,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY supervisor /src/supervisor
 RUN --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
@@ -16,7 +16,8 @@ RUN --mount=type=secret,id=ca,required=false \
     && find /opt/keepalived-supervisor -name __pycache__ -prune -exec rm -rf {} +
 
 FROM debian:bookworm-slim
-ARG VERSION=0.1.0
+# The version lives in supervisor/__init__.py alone; scripts/lib.sh passes it here for the label.
+ARG VERSION=unknown
 LABEL org.opencontainers.image.title="docker-keepalived" \
       org.opencontainers.image.description="Virtual IPs for Docker and Rancher front ends: keepalived driven by Docker events and health probes" \
       org.opencontainers.image.version="${VERSION}" \
@@ -29,6 +30,7 @@ RUN apt-get update \
     && useradd --system --no-create-home --shell /usr/sbin/nologin keepalived_script
 COPY --from=build /opt/keepalived-supervisor /opt/keepalived-supervisor
 COPY docker/status /usr/local/bin/status
+COPY docker/entrypoint /usr/local/bin/docker-entrypoint
 ENV PATH=/opt/keepalived-supervisor/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -36,5 +38,5 @@ ENV PATH=/opt/keepalived-supervisor/bin:$PATH \
 # Healthy while the supervisor runs and its keepalived is up (status exits 0); see `status --help`.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=2 CMD ["keepalived-supervisor", "status", "--quiet"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["keepalived-supervisor"]
+ENTRYPOINT ["docker-entrypoint"]
 CMD ["run"]

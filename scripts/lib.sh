@@ -139,7 +139,9 @@ kat_ensure_images() {
 
 # The image built from the Dockerfile as it is (rebuilt when the sources changed; docker's cache makes that cheap).
 kat_build_image() {
-    local args=(build -q -t docker-keepalived:latest --network host)
+    local version
+    version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$KAT_ROOT/supervisor/__init__.py")
+    local args=(build -q -t docker-keepalived:latest --network host --build-arg "VERSION=$version")
     [ -f /etc/ssl/certs/ca-certificates.crt ] && args+=(--secret id=ca,src=/etc/ssl/certs/ca-certificates.crt)
     DOCKER_BUILDKIT=1 "$KAT_DOCKER" "${args[@]}" "$KAT_ROOT" >/dev/null
 }

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from supervisor import __version__
 from supervisor.core.plan import Plan
 from supervisor.core.settings import Settings, SettingsError, load_settings
 from supervisor.core.snapshot import Snapshot
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keepalived-supervisor",
         description="Keeps virtual IPs on the host whose front end answers (keepalived, driven by Docker).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="supervise keepalived (the container entrypoint)").set_defaults(func=cmd_run)
     commands.add_parser("render", help="print the keepalived.conf that run would install").set_defaults(func=cmd_render)
