@@ -36,8 +36,15 @@ class Debouncer:
         self.last_change = None
 
 
+_MAX_EXPONENT = 1023
+
+
 def restart_delay(consecutive_failures: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Seconds to wait before restarting a crashed keepalived: 0 the first time, then doubling up to `cap`."""
     if consecutive_failures <= 1:
         return 0.0
-    return float(min(cap, base * 2 ** (consecutive_failures - 2)))
+    # Cap the exponent before raising 2 to it: 2 ** n for a large n would be a huge int that no float can hold
+    # (OverflowError) and takes ever longer to compute. 2.0 ** 1023 is still a float, and base times it exceeds any
+    # cap of practical use; beyond, the float product overflows to inf (no error), which min() turns into `cap`.
+    exponent = min(consecutive_failures - 2, _MAX_EXPONENT)
+    return float(min(cap, base * 2.0**exponent))

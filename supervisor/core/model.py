@@ -99,6 +99,7 @@ def build_desired_state(
     ) -> Instance:
         family = vips[0].version
         src = settings.unicast_src_ip
+        family_peers = tuple(peer for peer in peers if peer.version == family)
         return Instance(
             name=instance_name(vrid),
             vrid=vrid,
@@ -111,8 +112,9 @@ def build_desired_state(
             track_file=track_file_path(settings.run_dir, instance_name(vrid)),
             source=source,
             auth_pass=settings.auth_pass,
-            unicast_src_ip=src if src is not None and src.version == family else None,
-            unicast_peers=tuple(peer for peer in peers if peer.version == family),
+            # keepalived refuses a unicast source without peers (a lone node whose list named only itself).
+            unicast_src_ip=src if src is not None and src.version == family and family_peers else None,
+            unicast_peers=family_peers,
             nopreempt=settings.nopreempt,
             preempt_delay=settings.preempt_delay,
             scripts=scripts,

@@ -1,9 +1,12 @@
 """Environment variables -> typed, validated settings.
 
 The old image's variables keep their meaning (VIRTUAL_IP, VIRTUAL_MASK, VRID, INTERFACE, CHECK_PORT, CHECK_IP,
-CHECK_SCRIPT); the rest are the ones users asked for. ``load_settings`` collects every problem at once, one line
-each naming the variable, the value and the expected form, so `keepalived-supervisor check` can list them all.
-Secrets (AUTH_PASS) are never echoed, not even in errors.
+CHECK_SCRIPT); the rest are the ones users asked for. Each variable is described once, in ``SETTING_SPECS``: its
+name, its default as the README shows it, what it means, its parser and its default value (README.md's
+configuration table is checked against it by tests/unit/test_readme_settings.py). ``load_settings`` collects every
+problem at once, one line each naming a variable the user set, its value and the expected form, so
+`keepalived-supervisor check` can list them all. Secrets (AUTH_PASS) are never echoed, not even in errors, and no
+message depends on a secret's value.
 
 Optionally SETTINGS_FILE names a file of KEY=VALUE lines that override the environment; the supervisor reads it
 again on SIGHUP, which lets a running node change its configuration without a restart.
@@ -11,15 +14,20 @@ again on SIGHUP, which lets a running node change its configuration without a re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import codecs
+import os
+import stat
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from supervisor.core.validate import (
+    MAX_WORD_BYTES,
     InvalidValue,
     IPAddress,
     VirtualAddress,
+    byte_length,
     parse_bool,
     parse_command,
     parse_config_word,
@@ -28,6 +36,7 @@ from supervisor.core.validate import (
     parse_interface,
     parse_ip,
     parse_label_prefix,
+    parse_path,
     parse_port,
     parse_seconds,
     parse_selector,
@@ -37,7 +46,15 @@ from supervisor.core.validate import (
 
 T = TypeVar("T")
 
-SECRET_VARIABLES = frozenset({"AUTH_PASS"})
+SETTINGS_FILE_MAX_BYTES = 1024 * 1024
+"""SETTINGS_FILE is read only when it is a regular file of at most this many bytes (1 MiB)."""
+AUTH_PASS_MAX_BYTES = 8
+_AUTH_PASS_FORBIDDEN = frozenset(" \"'{}#!\\;$")
+# One fixed sentence whatever is wrong with the password, so a message never tells anything about the secret.
+AUTH_FORM_EXPECTED = (
+    "expected 1 to 8 bytes of printable ASCII without spaces, quotes, braces, '#', '!', '\\', ';' or '$'"
+)
+_SHOWN_CHARS = 100  # longer values are cut in problem lines
 
 
 class Secret:
@@ -71,127 +88,19 @@ class SettingsError(ValueError):
         self.problems = problems
 
 
-@dataclass(frozen=True)
-class CheckSettings:
-    """How the supervisor decides that this host's service is healthy (the env-defined instance)."""
-
-    port: int | None = None
-    """CHECK_PORT: the service port to probe. Alone: the port on any local address."""
-    ip: IPAddress | None = None
-    """CHECK_IP: the address to probe on CHECK_PORT; None means `any` (the port on any address)."""
-    http_path: str | None = None
-    """CHECK_HTTP_PATH: when set, probe with HTTP GET of this path instead of a TCP connect."""
-    http_status: int = 200
-    """CHECK_HTTP_STATUS: the status the HTTP probe expects."""
-    script: str | None = None
-    """CHECK_SCRIPT: a command keepalived runs as a vrrp_script (exit 0 = healthy)."""
-    interval: float = 1.0
-    """CHECK_INTERVAL: seconds between probes."""
-    timeout: float = 1.0
-    """CHECK_TIMEOUT: seconds before a probe that has not answered counts as failed."""
-    rise: int = 2
-    """CHECK_RISE: successes in a row before a failed service counts as healthy again."""
-    fall: int = 2
-    """CHECK_FALL: failures in a row before a healthy service counts as failed."""
+# --- parsers of single variables -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the supervisor is told by its environment."""
-
-    virtual_ips: tuple[VirtualAddress, ...] = ()
-    """VIRTUAL_IP: one or more VIPs (comma or space separated, each ADDR or ADDR/PREFIX). Empty: no env instance."""
-    vrid: int = 51
-    """VRID: the VRRP virtual router id (1-255), the same on every node of one instance."""
-    interface: str = "eth0"
-    """INTERFACE: the interface that carries the VIP and the VRRP adverts."""
-    priority: int = 100
-    """PRIORITY: 1-254; the highest healthy node holds the VIP."""
-    state: str = "BACKUP"
-    """STATE: MASTER or BACKUP, the state keepalived starts in."""
-    advert_int: float = 1.0
-    """ADVERT_INT: seconds between adverts; sub-second needs VRRP v3."""
-    vrrp_version: int = 3
-    """VRRP_VERSION: 2 or 3; default 3, or 2 when AUTH_PASS is set (v3 has no authentication)."""
-    auth_pass: Secret | None = None
-    """AUTH_PASS: VRRP v2 PASS authentication, 1-8 characters. Never logged."""
-    unicast_src_ip: IPAddress | None = None
-    """UNICAST_SRC_IP: the source address of unicast adverts (defaults to the interface's address)."""
-    unicast_peers: tuple[IPAddress, ...] = ()
-    """UNICAST_PEERS: the other nodes' addresses; the node's own address is dropped from the list."""
-    nopreempt: bool = False
-    """NOPREEMPT: a recovered higher-priority node does not take the VIP back."""
-    preempt_delay: float | None = None
-    """PREEMPT_DELAY: seconds a higher-priority node waits before taking the VIP back."""
-    check: CheckSettings = field(default_factory=CheckSettings)
-    health_policy: str = "any"
-    """HEALTH_POLICY: any (healthy while one fronted container answers) or all."""
-    label_prefix: str = "keepalived."
-    """LABEL_PREFIX: the prefix of container labels this supervisor reads."""
-    label_selector: tuple[tuple[str, str], ...] = ()
-    """LABEL_SELECTOR: key=value[,key=value]; only containers with all these labels are considered."""
-    script_user: str = "keepalived_script"
-    """SCRIPT_USER: the user keepalived runs CHECK_SCRIPT as (script security is always on)."""
-    run_dir: Path = Path("/run/keepalived-supervisor")
-    """RUN_DIR: where the rendered config, track files, FIFO, pid files and status live."""
-    keepalived_bin: str = "keepalived"
-    """KEEPALIVED_BIN: the keepalived executable."""
-    reconcile_min_wait: float = 0.1
-    """RECONCILE_MIN_WAIT: quiet time after a change before reconciling (debounce)."""
-    reconcile_max_wait: float = 1.0
-    """RECONCILE_MAX_WAIT: longest a burst of changes can delay a reconcile."""
-    log_level: str = "INFO"
-    """LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
-    settings_file: Path | None = None
-    """SETTINGS_FILE: optional KEY=VALUE file overriding the environment, re-read on SIGHUP."""
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    return lambda raw: parse_int(raw, low, high)
 
 
-def read_settings_file(path: Path) -> dict[str, str]:
-    """Parse a KEY=VALUE file (blank lines and # comments ignored, optional quotes around values)."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        key, sep, value = stripped.partition("=")
-        key = key.strip()
-        if key.startswith("export "):
-            key = key[len("export ") :].strip()
-        if not sep or not key:
-            raise SettingsError([f"SETTINGS_FILE {path}: line {number} is not KEY=VALUE"])
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[key] = value
-    return values
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    return lambda raw: parse_seconds(raw, low, high)
 
 
-class _Reader:
-    """Reads variables one by one, collecting problems instead of stopping at the first."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value
-
-    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
-        raw = self.raw(name)
-        if raw is None:
-            return default
-        try:
-            return parse(raw)
-        except InvalidValue as problem:
-            self.fail(name, raw, str(problem))
-            return default
-
-    def fail(self, name: str, raw: str | None, expected: str) -> None:
-        shown = "(value hidden)" if name in SECRET_VARIABLES or raw is None else repr(raw)
-        self.problems.append(f"{name}={shown}: {expected}")
+def _parse_vips(raw: str) -> tuple[VirtualAddress, ...]:
+    return tuple(parse_vip(item, None) for item in split_list(raw))
 
 
 def _parse_state(raw: str) -> str:
@@ -202,9 +111,14 @@ def _parse_state(raw: str) -> str:
 
 
 def _parse_auth_pass(raw: str) -> Secret:
-    if len(raw) > 8:
-        raise InvalidValue("expected 1 to 8 characters (keepalived uses only the first 8)")
-    return Secret(parse_config_word(raw, "password"))
+    text = raw.strip()
+    if (
+        not 1 <= byte_length(text) <= AUTH_PASS_MAX_BYTES
+        or not text.isascii()
+        or any(not ch.isprintable() or ch in _AUTH_PASS_FORBIDDEN for ch in text)
+    ):
+        raise InvalidValue(AUTH_FORM_EXPECTED)
+    return Secret(text)
 
 
 def _parse_check_ip(raw: str) -> IPAddress | None:
@@ -234,90 +148,489 @@ def _parse_addresses(raw: str) -> tuple[IPAddress, ...]:
     return tuple(parse_ip(item) for item in items)
 
 
-def _parse_path(raw: str) -> Path:
-    text = parse_config_word(raw, "path")
-    if not text.startswith("/"):
-        raise InvalidValue("expected an absolute path")
-    return Path(text)
+def _parse_run_dir(raw: str) -> Path:
+    return Path(parse_path(raw, "path"))
+
+
+def _parse_program(raw: str) -> str:
+    """KEEPALIVED_BIN: a program name looked up on PATH, or an absolute path."""
+    text = parse_config_word(raw, "program", MAX_WORD_BYTES)
+    return parse_path(text, "program path") if "/" in text else text
+
+
+def _parse_script_user(raw: str) -> str:
+    return parse_config_word(raw, "user name", MAX_WORD_BYTES)
+
+
+def _parse_settings_file(raw: str) -> Path:
+    return Path(raw.strip())
+
+
+# --- the table of settings ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingSpec(Generic[T]):
+    """One environment variable: described here once (README.md's table mirrors `default_text` and `doc`)."""
+
+    name: str
+    default_text: str
+    """The default as README.md shows it."""
+    doc: str
+    """What it means, as README.md says it (Markdown)."""
+    parse: Callable[[str], T] = field(repr=False, compare=False)
+    """Raw value -> typed value, or InvalidValue."""
+    default: T
+    """The value when the variable is unset or empty."""
+    secret: bool = False
+    """Never shown, not even in problem lines."""
+
+
+VIRTUAL_IP: SettingSpec[tuple[VirtualAddress, ...]] = SettingSpec(
+    "VIRTUAL_IP",
+    "none",
+    "one or more VIPs, comma or space separated, each `ADDR` or `ADDR/PREFIX`; IPv4 or IPv6 (not mixed). "
+    "Unset: only label-defined instances",
+    _parse_vips,
+    (),
+)
+VIRTUAL_MASK: SettingSpec[int | None] = SettingSpec(
+    "VIRTUAL_MASK", "32 (IPv4), 128 (IPv6)", "prefix length for VIPs given without one", _whole(1, 128), None
+)
+VRID = SettingSpec(
+    "VRID", "51", "VRRP virtual router id, 1-255, the same on every host of one instance", _whole(1, 255), 51
+)
+INTERFACE = SettingSpec(
+    "INTERFACE", "eth0", "interface for the VIP and the adverts; must exist when `run` starts", parse_interface, "eth0"
+)
+PRIORITY = SettingSpec("PRIORITY", "100", "1-254; the highest healthy host holds the VIP", _whole(1, 254), 100)
+STATE = SettingSpec("STATE", "BACKUP", "MASTER or BACKUP, the state keepalived starts in", _parse_state, "BACKUP")
+ADVERT_INT = SettingSpec(
+    "ADVERT_INT", "1", "seconds between adverts; sub-second needs VRRP v3", _seconds(0.01, 255), 1.0
+)
+VRRP_VERSION = SettingSpec("VRRP_VERSION", "3 (2 with `AUTH_PASS`)", "2 or 3; IPv6 needs 3", _whole(2, 3), 3)
+AUTH_PASS: SettingSpec[Secret | None] = SettingSpec(
+    "AUTH_PASS",
+    "none",
+    "VRRP v2 PASS authentication, 1-8 bytes of printable ASCII (no spaces, quotes, braces, `#`, `!`, `\\`, `;` or "
+    "`$`); never logged",
+    _parse_auth_pass,
+    None,
+    secret=True,
+)
+UNICAST_SRC_IP: SettingSpec[IPAddress | None] = SettingSpec(
+    "UNICAST_SRC_IP", "interface address", "source of unicast adverts", parse_ip, None
+)
+UNICAST_PEERS: SettingSpec[tuple[IPAddress, ...]] = SettingSpec(
+    "UNICAST_PEERS",
+    "none (multicast)",
+    "the hosts' addresses, comma or space separated; each host drops its own address, so one list fits all",
+    _parse_addresses,
+    (),
+)
+NOPREEMPT = SettingSpec(
+    "NOPREEMPT",
+    "false",
+    "a recovered higher-priority host does not take the VIP back (needs `STATE=BACKUP`)",
+    parse_bool,
+    False,
+)
+PREEMPT_DELAY: SettingSpec[float | None] = SettingSpec(
+    "PREEMPT_DELAY",
+    "none",
+    "seconds a higher-priority host waits before taking the VIP back",
+    _seconds(0, 1000),
+    None,
+)
+CHECK_PORT: SettingSpec[int | None] = SettingSpec(
+    "CHECK_PORT",
+    "none",
+    "probe this port: alone, on any address (a listener, or a connect to the host's address)",
+    parse_port,
+    None,
+)
+CHECK_IP: SettingSpec[IPAddress | None] = SettingSpec(
+    "CHECK_IP", "any", "with `CHECK_PORT`: connect to this address instead", _parse_check_ip, None
+)
+CHECK_HTTP_PATH: SettingSpec[str | None] = SettingSpec(
+    "CHECK_HTTP_PATH", "none", "with `CHECK_PORT`: HTTP GET this path instead of a TCP connect", parse_http_path, None
+)
+CHECK_HTTP_STATUS = SettingSpec("CHECK_HTTP_STATUS", "200", "the status the HTTP probe expects", _whole(100, 599), 200)
+CHECK_SCRIPT: SettingSpec[str | None] = SettingSpec(
+    "CHECK_SCRIPT",
+    "none",
+    "a command keepalived runs as a `vrrp_script` (exit 0 = healthy), with script security on",
+    parse_command,
+    None,
+)
+CHECK_INTERVAL = SettingSpec("CHECK_INTERVAL", "1", "seconds between probes", _seconds(0.05, 3600), 1.0)
+CHECK_TIMEOUT = SettingSpec("CHECK_TIMEOUT", "1", "seconds before a probe counts as failed", _seconds(0.05, 600), 1.0)
+CHECK_RISE = SettingSpec("CHECK_RISE", "2", "successes to become healthy again", _whole(1, 100), 2)
+CHECK_FALL = SettingSpec("CHECK_FALL", "2", "failures to become failed", _whole(1, 100), 2)
+HEALTH_POLICY = SettingSpec(
+    "HEALTH_POLICY",
+    "any",
+    "with several front ends per instance: healthy while `any` answers, or only when `all` do",
+    _parse_policy,
+    "any",
+)
+LABEL_PREFIX = SettingSpec(
+    "LABEL_PREFIX", "`keepalived.`", "the prefix of the container labels below", parse_label_prefix, "keepalived."
+)
+LABEL_SELECTOR: SettingSpec[tuple[tuple[str, str], ...]] = SettingSpec(
+    "LABEL_SELECTOR",
+    "none",
+    "`key=value[,key=value]`: only containers with all these labels are considered",
+    parse_selector,
+    (),
+)
+SCRIPT_USER = SettingSpec(
+    "SCRIPT_USER",
+    "keepalived_script",
+    "the user `CHECK_SCRIPT` runs as (the image creates it)",
+    _parse_script_user,
+    "keepalived_script",
+)
+RUN_DIR = SettingSpec(
+    "RUN_DIR",
+    "/run/keepalived-supervisor",
+    "rendered config, track files, FIFO, pid files and `status.json`; nothing is written elsewhere",
+    _parse_run_dir,
+    Path("/run/keepalived-supervisor"),
+)
+KEEPALIVED_BIN = SettingSpec(
+    "KEEPALIVED_BIN",
+    "keepalived",
+    "the keepalived executable: a name looked up on `PATH`, or an absolute path",
+    _parse_program,
+    "keepalived",
+)
+RECONCILE_MIN_WAIT = SettingSpec(
+    "RECONCILE_MIN_WAIT",
+    "0.1",
+    "quiet time after a Docker change before reconciling (debounce)",
+    _seconds(0, 60),
+    0.1,
+)
+RECONCILE_MAX_WAIT = SettingSpec(
+    "RECONCILE_MAX_WAIT",
+    "1",
+    "longest a burst of Docker changes can delay a reconcile",
+    _seconds(0, 600),
+    1.0,
+)
+LOG_LEVEL = SettingSpec("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _parse_log_level, "INFO")
+SETTINGS_FILE: SettingSpec[Path | None] = SettingSpec(
+    "SETTINGS_FILE",
+    "none",
+    "a regular file (at most 1 MiB, UTF-8) of `KEY=VALUE` lines overriding the environment, re-read on `SIGHUP`",
+    _parse_settings_file,
+    None,
+)
+
+SETTING_SPECS: tuple[SettingSpec[Any], ...] = (
+    VIRTUAL_IP,
+    VIRTUAL_MASK,
+    VRID,
+    INTERFACE,
+    PRIORITY,
+    STATE,
+    ADVERT_INT,
+    VRRP_VERSION,
+    AUTH_PASS,
+    UNICAST_SRC_IP,
+    UNICAST_PEERS,
+    NOPREEMPT,
+    PREEMPT_DELAY,
+    CHECK_PORT,
+    CHECK_IP,
+    CHECK_HTTP_PATH,
+    CHECK_HTTP_STATUS,
+    CHECK_SCRIPT,
+    CHECK_INTERVAL,
+    CHECK_TIMEOUT,
+    CHECK_RISE,
+    CHECK_FALL,
+    HEALTH_POLICY,
+    LABEL_PREFIX,
+    LABEL_SELECTOR,
+    SCRIPT_USER,
+    RUN_DIR,
+    KEEPALIVED_BIN,
+    RECONCILE_MIN_WAIT,
+    RECONCILE_MAX_WAIT,
+    LOG_LEVEL,
+    SETTINGS_FILE,
+)
+"""Every environment variable the supervisor reads, in README order (DOCKER_HOST is docker-py's, not ours)."""
+
+SECRET_VARIABLES = frozenset(spec.name for spec in SETTING_SPECS if spec.secret)
+
+
+# --- the typed result (each field's variable is named in a comment; SETTING_SPECS describes it) -----------------
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """How the supervisor decides that this host's service is healthy (the env-defined instance)."""
+
+    port: int | None = CHECK_PORT.default  # CHECK_PORT
+    ip: IPAddress | None = CHECK_IP.default  # CHECK_IP; None means `any`
+    http_path: str | None = CHECK_HTTP_PATH.default  # CHECK_HTTP_PATH
+    http_status: int = CHECK_HTTP_STATUS.default  # CHECK_HTTP_STATUS
+    script: str | None = CHECK_SCRIPT.default  # CHECK_SCRIPT
+    interval: float = CHECK_INTERVAL.default  # CHECK_INTERVAL
+    timeout: float = CHECK_TIMEOUT.default  # CHECK_TIMEOUT
+    rise: int = CHECK_RISE.default  # CHECK_RISE
+    fall: int = CHECK_FALL.default  # CHECK_FALL
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the supervisor is told by its environment."""
+
+    virtual_ips: tuple[VirtualAddress, ...] = VIRTUAL_IP.default  # VIRTUAL_IP (with VIRTUAL_MASK)
+    vrid: int = VRID.default  # VRID
+    interface: str = INTERFACE.default  # INTERFACE
+    priority: int = PRIORITY.default  # PRIORITY
+    state: str = STATE.default  # STATE
+    advert_int: float = ADVERT_INT.default  # ADVERT_INT
+    vrrp_version: int = VRRP_VERSION.default  # VRRP_VERSION (2 when AUTH_PASS is set and it is not)
+    auth_pass: Secret | None = AUTH_PASS.default  # AUTH_PASS
+    unicast_src_ip: IPAddress | None = UNICAST_SRC_IP.default  # UNICAST_SRC_IP
+    unicast_peers: tuple[IPAddress, ...] = UNICAST_PEERS.default  # UNICAST_PEERS, without UNICAST_SRC_IP
+    nopreempt: bool = NOPREEMPT.default  # NOPREEMPT
+    preempt_delay: float | None = PREEMPT_DELAY.default  # PREEMPT_DELAY
+    check: CheckSettings = field(default_factory=CheckSettings)  # CHECK_*
+    health_policy: str = HEALTH_POLICY.default  # HEALTH_POLICY
+    label_prefix: str = LABEL_PREFIX.default  # LABEL_PREFIX
+    label_selector: tuple[tuple[str, str], ...] = LABEL_SELECTOR.default  # LABEL_SELECTOR
+    script_user: str = SCRIPT_USER.default  # SCRIPT_USER
+    run_dir: Path = RUN_DIR.default  # RUN_DIR
+    keepalived_bin: str = KEEPALIVED_BIN.default  # KEEPALIVED_BIN
+    reconcile_min_wait: float = RECONCILE_MIN_WAIT.default  # RECONCILE_MIN_WAIT
+    reconcile_max_wait: float = RECONCILE_MAX_WAIT.default  # RECONCILE_MAX_WAIT
+    log_level: str = LOG_LEVEL.default  # LOG_LEVEL
+    settings_file: Path | None = SETTINGS_FILE.default  # SETTINGS_FILE
+
+
+# --- SETTINGS_FILE -----------------------------------------------------------------------------------------------
+
+
+def _file_problem(path: Path, what: str) -> SettingsError:
+    return SettingsError([f"{SETTINGS_FILE.name}={str(path)!r}: {what}"])
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The bytes of a regular file of at most SETTINGS_FILE_MAX_BYTES, read without ever blocking on it."""
+    too_big = f"expected a file of at most {SETTINGS_FILE_MAX_BYTES} bytes (1 MiB)"
+    if "\0" in str(path):
+        raise _file_problem(path, "cannot be read (a path holds no NUL byte)")
+    try:
+        # Look before opening: opening some devices has effects of its own. The opened fd is checked again below.
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise _file_problem(path, f"expected a regular file, found {_kind(mode)}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _file_problem(path, f"expected a regular file, found {_kind(info.st_mode)}")
+            if info.st_size > SETTINGS_FILE_MAX_BYTES:
+                raise _file_problem(path, too_big)
+            chunks: list[bytes] = []
+            remaining = SETTINGS_FILE_MAX_BYTES + 1  # the size may lie (procfs) or grow: never read more
+            while remaining > 0:
+                chunk = os.read(fd, remaining)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise _file_problem(path, f"cannot be read ({error.strerror or error})") from None
+    data = b"".join(chunks)
+    if len(data) > SETTINGS_FILE_MAX_BYTES:
+        raise _file_problem(path, too_big)
+    return data
+
+
+def read_settings_file(path: Path) -> dict[str, str]:
+    """Parse a KEY=VALUE file (blank lines and # comments ignored, optional quotes around values).
+
+    Raises SettingsError, never OSError or UnicodeDecodeError: when the file cannot be read, is not a regular file
+    of at most 1 MiB, is not UTF-8 or has a line that is not KEY=VALUE. Messages name lines by number, never by
+    content (a line may hold AUTH_PASS).
+    """
+    data = _read_bounded(path)
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        number = data.count(b"\n", 0, error.start) + 1
+        raise _file_problem(path, f"line {number} is not valid UTF-8") from None
+    values: dict[str, str] = {}
+    # Lines end at "\n" only: str.splitlines() would also split at \x0b, \x1c, \x85, U+2028 and others.
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[len("export ") :].strip()
+        if not sep or not key:
+            raise _file_problem(path, f"line {number} is not KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+# --- reading and checking -------------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads variables one by one, collecting problems instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, spec: SettingSpec[Any]) -> str | None:
+        value = self.env.get(spec.name)
+        if value is None or value.strip() == "":
+            return None
+        return value
+
+    def get(self, spec: SettingSpec[T]) -> T:
+        return self.get_or(spec, spec.default)
+
+    def get_or(self, spec: SettingSpec[T], default: T) -> T:
+        """The parsed value, or `default` when unset or invalid (then a problem is recorded)."""
+        raw = self.raw(spec)
+        if raw is None:
+            return default
+        try:
+            return spec.parse(raw)
+        except InvalidValue as problem:
+            self.fail(spec, str(problem), raw)
+            return default
+
+    def fail(self, spec: SettingSpec[Any], expected: str, raw: str | None = None) -> None:
+        """Record a problem with `spec`, showing `raw` (by default its value) unless it is a secret."""
+        if raw is None:
+            raw = self.raw(spec)
+        if spec.secret:
+            shown = "(value hidden)"
+        elif raw is None:
+            shown = "(not set)"
+        elif len(raw) > _SHOWN_CHARS:
+            shown = f"{raw[:_SHOWN_CHARS]!r}... ({byte_length(raw)} bytes)"
+        else:
+            shown = repr(raw)
+        self.problems.append(f"{spec.name}={shown}: {expected}")
+
+    def fail_set(self, specs: Sequence[SettingSpec[Any]], expected: str) -> None:
+        """Record a problem with the first of `specs` the user set (the combination came from somewhere)."""
+        chosen = next((spec for spec in specs if self.raw(spec) is not None), specs[0])
+        self.fail(chosen, expected)
+
+    def is_set(self, spec: SettingSpec[Any]) -> bool:
+        return self.raw(spec) is not None
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build validated settings from the environment (plus SETTINGS_FILE), or raise SettingsError."""
     env = dict(environ)
-    settings_file: Path | None = None
-    if env.get("SETTINGS_FILE", "").strip():
-        settings_file = Path(env["SETTINGS_FILE"].strip())
-        try:
-            env.update(read_settings_file(settings_file))
-        except OSError as error:
-            raise SettingsError([f"SETTINGS_FILE={str(settings_file)!r}: cannot be read ({error.strerror})"]) from None
+    settings_file = _Reader(environ).get(SETTINGS_FILE)
+    if settings_file is not None:
+        env.update(read_settings_file(settings_file))
 
     read = _Reader(env)
-    mask_raw = read.raw("VIRTUAL_MASK")
-    default_prefix: int | None = read.get("VIRTUAL_MASK", lambda raw: parse_int(raw, 1, 128), None)
+    default_prefix = read.get(VIRTUAL_MASK)
     vips: list[VirtualAddress] = []
-    vip_raw = read.raw("VIRTUAL_IP")
+    vip_raw = read.raw(VIRTUAL_IP)
     if vip_raw is not None:
         for item in split_list(vip_raw):
             try:
                 vips.append(parse_vip(item, default_prefix))
             except InvalidValue as problem:
-                read.fail("VIRTUAL_IP", item, str(problem))
+                read.fail(VIRTUAL_IP, str(problem), item)
     families = {vip.version for vip in vips}
     if len(families) > 1:
-        read.fail("VIRTUAL_IP", vip_raw, "expected addresses of one family: one VRRP instance carries IPv4 or IPv6")
-    if default_prefix is not None and mask_raw is not None and vips and 4 in families and default_prefix > 32:
-        read.fail("VIRTUAL_MASK", mask_raw, "expected a prefix length from 1 to 32 for IPv4 virtual IPs")
+        read.fail(VIRTUAL_IP, "expected addresses of one family: one VRRP instance carries IPv4 or IPv6")
+    if default_prefix is not None and vips and 4 in families and default_prefix > 32:
+        read.fail(VIRTUAL_MASK, "expected a prefix length from 1 to 32 for IPv4 virtual IPs")
 
-    auth_pass = read.get("AUTH_PASS", _parse_auth_pass, None)
-    version_default = 2 if auth_pass is not None else 3
-    vrrp_version = read.get("VRRP_VERSION", lambda raw: parse_int(raw, 2, 3), version_default)
-    advert_int = read.get("ADVERT_INT", lambda raw: parse_seconds(raw, 0.01, 255), 1.0)
-    state = read.get("STATE", _parse_state, "BACKUP")
-    nopreempt = read.get("NOPREEMPT", parse_bool, False)
-    preempt_delay = read.get("PREEMPT_DELAY", lambda raw: parse_seconds(raw, 0, 1000), None)
-    unicast_src_ip = read.get("UNICAST_SRC_IP", parse_ip, None)
-    listed: tuple[IPAddress, ...] = read.get("UNICAST_PEERS", _parse_addresses, ())
+    auth_pass = read.get(AUTH_PASS)
+    vrrp_version = read.get_or(VRRP_VERSION, 2 if auth_pass is not None else VRRP_VERSION.default)
+    advert_int = read.get(ADVERT_INT)
+    state = read.get(STATE)
+    nopreempt = read.get(NOPREEMPT)
+    preempt_delay = read.get(PREEMPT_DELAY)
+    unicast_src_ip = read.get(UNICAST_SRC_IP)
+    listed = read.get(UNICAST_PEERS)
     peers = tuple(dict.fromkeys(peer for peer in listed if peer != unicast_src_ip))
 
     _check_combinations(read, vips, vrrp_version, advert_int, auth_pass, state, nopreempt, preempt_delay)
-    _check_families(read, vips, unicast_src_ip, peers)
+    _check_unicast(read, vips, unicast_src_ip, peers)
 
     check = CheckSettings(
-        port=read.get("CHECK_PORT", parse_port, None),
-        ip=read.get("CHECK_IP", _parse_check_ip, None),
-        http_path=read.get("CHECK_HTTP_PATH", parse_http_path, None),
-        http_status=read.get("CHECK_HTTP_STATUS", lambda raw: parse_int(raw, 100, 599), 200),
-        script=read.get("CHECK_SCRIPT", parse_command, None),
-        interval=read.get("CHECK_INTERVAL", lambda raw: parse_seconds(raw, 0.05, 3600), 1.0),
-        timeout=read.get("CHECK_TIMEOUT", lambda raw: parse_seconds(raw, 0.05, 600), 1.0),
-        rise=read.get("CHECK_RISE", lambda raw: parse_int(raw, 1, 100), 2),
-        fall=read.get("CHECK_FALL", lambda raw: parse_int(raw, 1, 100), 2),
+        port=read.get(CHECK_PORT),
+        ip=read.get(CHECK_IP),
+        http_path=read.get(CHECK_HTTP_PATH),
+        http_status=read.get(CHECK_HTTP_STATUS),
+        script=read.get(CHECK_SCRIPT),
+        interval=read.get(CHECK_INTERVAL),
+        timeout=read.get(CHECK_TIMEOUT),
+        rise=read.get(CHECK_RISE),
+        fall=read.get(CHECK_FALL),
     )
     if check.script is not None:
-        for name, value in (("CHECK_INTERVAL", check.interval), ("CHECK_TIMEOUT", check.timeout)):
+        for spec, value in ((CHECK_INTERVAL, check.interval), (CHECK_TIMEOUT, check.timeout)):
             if value != int(value) or value < 1:
-                read.fail(
-                    name,
-                    read.raw(name),
+                read.fail_set(
+                    [spec],
                     "expected whole seconds (1 or more) with CHECK_SCRIPT: keepalived runs "
                     "scripts with one-second resolution",
                 )
-    if check.port is None:
-        for dependent in ("CHECK_IP", "CHECK_HTTP_PATH"):
-            if read.raw(dependent) is not None:
-                read.fail(dependent, read.raw(dependent), "needs CHECK_PORT to be set too")
+    if not read.is_set(CHECK_PORT):  # an invalid CHECK_PORT has its own problem line
+        for dependent in (CHECK_IP, CHECK_HTTP_PATH):
+            if read.is_set(dependent):
+                read.fail(dependent, "needs CHECK_PORT to be set too")
 
-    reconcile_min_wait = read.get("RECONCILE_MIN_WAIT", lambda raw: parse_seconds(raw, 0, 60), 0.1)
-    reconcile_max_wait = read.get("RECONCILE_MAX_WAIT", lambda raw: parse_seconds(raw, 0, 600), 1.0)
+    reconcile_min_wait = read.get(RECONCILE_MIN_WAIT)
+    reconcile_max_wait = read.get(RECONCILE_MAX_WAIT)
     if reconcile_max_wait < reconcile_min_wait:
-        read.fail("RECONCILE_MAX_WAIT", read.raw("RECONCILE_MAX_WAIT"), "expected at least RECONCILE_MIN_WAIT")
+        if read.is_set(RECONCILE_MAX_WAIT):
+            read.fail(RECONCILE_MAX_WAIT, f"expected at least RECONCILE_MIN_WAIT ({reconcile_min_wait:g})")
+        else:
+            read.fail(
+                RECONCILE_MIN_WAIT,
+                f"expected at most RECONCILE_MAX_WAIT ({reconcile_max_wait:g} unless set)",
+            )
 
     settings = Settings(
         virtual_ips=tuple(vips),
-        vrid=read.get("VRID", lambda raw: parse_int(raw, 1, 255), 51),
-        interface=read.get("INTERFACE", parse_interface, "eth0"),
-        priority=read.get("PRIORITY", lambda raw: parse_int(raw, 1, 254), 100),
+        vrid=read.get(VRID),
+        interface=read.get(INTERFACE),
+        priority=read.get(PRIORITY),
         state=state,
         advert_int=advert_int,
         vrrp_version=vrrp_version,
@@ -327,15 +640,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         nopreempt=nopreempt,
         preempt_delay=preempt_delay,
         check=check,
-        health_policy=read.get("HEALTH_POLICY", _parse_policy, "any"),
-        label_prefix=read.get("LABEL_PREFIX", parse_label_prefix, "keepalived."),
-        label_selector=read.get("LABEL_SELECTOR", parse_selector, ()),
-        script_user=read.get("SCRIPT_USER", lambda raw: parse_config_word(raw, "user name"), "keepalived_script"),
-        run_dir=read.get("RUN_DIR", _parse_path, Path("/run/keepalived-supervisor")),
-        keepalived_bin=read.get("KEEPALIVED_BIN", lambda raw: parse_config_word(raw, "program"), "keepalived"),
+        health_policy=read.get(HEALTH_POLICY),
+        label_prefix=read.get(LABEL_PREFIX),
+        label_selector=read.get(LABEL_SELECTOR),
+        script_user=read.get(SCRIPT_USER),
+        run_dir=read.get(RUN_DIR),
+        keepalived_bin=read.get(KEEPALIVED_BIN),
         reconcile_min_wait=reconcile_min_wait,
         reconcile_max_wait=reconcile_max_wait,
-        log_level=read.get("LOG_LEVEL", _parse_log_level, "INFO"),
+        log_level=read.get(LOG_LEVEL),
         settings_file=settings_file,
     )
     if read.problems:
@@ -353,38 +666,64 @@ def _check_combinations(
     nopreempt: bool,
     preempt_delay: float | None,
 ) -> None:
+    """Each problem names a variable the user set: a default alone never makes a bad combination."""
     if vrrp_version == 2:
         if any(vip.version == 6 for vip in vips):
-            read.fail("VRRP_VERSION", read.raw("VRRP_VERSION"), "expected 3: IPv6 virtual IPs need VRRP version 3")
+            if read.is_set(VRRP_VERSION):
+                read.fail(VRRP_VERSION, "expected 3: IPv6 virtual IPs need VRRP version 3")
+            else:  # version 2 came from AUTH_PASS
+                read.fail(
+                    AUTH_PASS,
+                    "cannot be used with IPv6 virtual IPs: authentication needs VRRP version 2, IPv6 needs 3",
+                )
         if advert_int != int(advert_int):
-            read.fail(
-                "ADVERT_INT",
-                read.raw("ADVERT_INT"),
+            read.fail_set(
+                [ADVERT_INT, VRRP_VERSION, AUTH_PASS],
                 "expected whole seconds with VRRP v2 (sub-second needs VRRP_VERSION=3)",
             )
     else:
         if auth_pass is not None:
-            read.fail("AUTH_PASS", None, "is only supported with VRRP_VERSION=2 (VRRP v3 has no authentication)")
+            read.fail(AUTH_PASS, "is only supported with VRRP_VERSION=2 (VRRP v3 has no authentication)")
         if advert_int > 40.95:
-            read.fail("ADVERT_INT", read.raw("ADVERT_INT"), "expected at most 40.95 seconds with VRRP v3")
+            read.fail_set([ADVERT_INT], "expected at most 40.95 seconds with VRRP v3")
+        elif abs(advert_int * 100 - round(advert_int * 100)) > 1e-6:
+            read.fail_set([ADVERT_INT], "expected whole hundredths of a second (VRRP v3 counts in 10 ms units)")
     if (nopreempt or preempt_delay is not None) and state == "MASTER":
-        read.fail(
-            "STATE",
-            read.raw("STATE"),
+        read.fail_set(
+            [STATE, NOPREEMPT, PREEMPT_DELAY],
             "expected BACKUP when NOPREEMPT or PREEMPT_DELAY is set (keepalived needs it)",
         )
     if nopreempt and preempt_delay is not None:
-        read.fail("PREEMPT_DELAY", read.raw("PREEMPT_DELAY"), "cannot be combined with NOPREEMPT=true")
+        read.fail_set([PREEMPT_DELAY, NOPREEMPT], "cannot be combined with NOPREEMPT=true")
 
 
-def _check_families(
+def _check_unicast(
     read: _Reader, vips: list[VirtualAddress], src: IPAddress | None, peers: tuple[IPAddress, ...]
 ) -> None:
+    checked: list[tuple[IPAddress | None, SettingSpec[Any]]] = [
+        (src, UNICAST_SRC_IP),
+        *((p, UNICAST_PEERS) for p in peers),
+    ]
+    for address, spec in checked:
+        if address is not None and (address.is_unspecified or address.is_multicast or address.is_loopback):
+            read.fail(spec, "expected a unicast address of a host (not unspecified, multicast or loopback)")
+            break
     if not vips:
         return
     family = vips[0].version
     if src is not None and src.version != family:
-        read.fail("UNICAST_SRC_IP", str(src), f"expected an IPv{family} address like the virtual IPs")
+        read.fail(UNICAST_SRC_IP, f"expected an IPv{family} address like the virtual IPs")
     wrong = [str(peer) for peer in peers if peer.version != family]
     if wrong:
-        read.fail("UNICAST_PEERS", ",".join(wrong), f"expected IPv{family} addresses like the virtual IPs")
+        read.fail(UNICAST_PEERS, f"expected IPv{family} addresses like the virtual IPs", ",".join(wrong))
+    for vip in vips:
+        if src is not None and vip.address == src:
+            read.fail(
+                VIRTUAL_IP, "expected an address other than UNICAST_SRC_IP: a VIP moves between hosts", str(vip.address)
+            )
+        elif vip.address in peers:
+            read.fail(
+                VIRTUAL_IP,
+                "expected an address other than the UNICAST_PEERS: a VIP moves between hosts",
+                str(vip.address),
+            )

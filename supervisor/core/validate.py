@@ -3,6 +3,15 @@
 Every value that ends up in keepalived.conf passes through one of these first. Each parser returns the typed
 value or raises ``InvalidValue`` with a sentence saying what form was expected; the caller adds which variable
 or label it was. Nothing here echoes a secret: callers decide whether the raw value may be shown.
+
+keepalived's config parser has three traps these parsers keep values out of:
+
+- it expands ``$NAME``, ``${NAME}`` and built-ins like ``$_RANDOM`` anywhere in a line, quoted or not, so no value
+  that reaches the config may hold a ``$``;
+- it splits a line longer than its buffer (about 1000 bytes), so every free-form value is bounded in bytes, well
+  below that once the keyword and indentation are added (``MAX_WORD_BYTES``, ``MAX_PATH_BYTES``,
+  ``MAX_COMMAND_BYTES``);
+- it expands glob patterns in the path given to ``-f``, so paths hold no ``*?[]``.
 """
 
 from __future__ import annotations
@@ -13,6 +22,19 @@ from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+MAX_WORD_BYTES = 255
+"""A single config word (user name, program name, password before its own 8-byte limit)."""
+MAX_PATH_BYTES = 255
+"""An absolute path (RUN_DIR, KEEPALIVED_BIN); rendered inside `vrrp_notify_fifo "..."` and `file "..."` lines."""
+MAX_COMMAND_BYTES = 512
+"""A CHECK_SCRIPT command line, rendered as `script "..."`."""
+MAX_HTTP_PATH_BYTES = 255
+"""An HTTP path probed by the supervisor."""
+MAX_SELECTOR_BYTES = 1024
+"""A LABEL_SELECTOR (never rendered, but bounded all the same)."""
+MAX_NUMBER_CHARS = 32
+"""Digits (and sign, point) of a number: far more than any range here needs, far below Python's int limit."""
+
 
 class InvalidValue(ValueError):
     """A value does not have the expected form; the message says which form was expected."""
@@ -20,11 +42,23 @@ class InvalidValue(ValueError):
 
 # Linux accepts almost any byte in an interface name; keepalived.conf does not. We accept what real systems
 # use (eth0, ens3, bond0.100, br-lan, veth1a2b, wlp2s0, eno1np0) and nothing that could break the config.
-_INTERFACE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-# Characters that would end a keepalived token, open/close a block, start a comment or a quoted string.
-_CONFIG_METACHARS = frozenset("\n\r\t \"'{}#!\\;")
+_INTERFACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
+# Characters that would end a keepalived token, open/close a block, start a comment or a quoted string, or start
+# a parameter expansion ($).
+_CONFIG_METACHARS = frozenset("\n\r\t \"'{}#!\\;$")
+# What a CHECK_SCRIPT may not hold: it is one quoted string, so spaces and ';' are fine there.
+_COMMAND_METACHARS = frozenset("\n\r\"'{}#!\\$")
+_GLOB_CHARS = frozenset("*?[]")
+# ASCII only: str.isdigit() and \d also accept other scripts' digits, which int() and float() then take.
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_SECONDS_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def byte_length(text: str) -> int:
+    """Length in bytes as keepalived will read it (UTF-8; a lone surrogate, never valid anyway, counts 3)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def parse_bool(raw: str) -> bool:
@@ -37,8 +71,9 @@ def parse_bool(raw: str) -> bool:
 
 
 def parse_int(raw: str, low: int, high: int) -> int:
+    """A whole number in [low, high], written with ASCII digits (at most MAX_NUMBER_CHARS characters)."""
     text = raw.strip()
-    if not re.fullmatch(r"[+-]?\d+", text):
+    if len(text) > MAX_NUMBER_CHARS or not _INT_RE.fullmatch(text):
         raise InvalidValue(f"expected a whole number from {low} to {high}")
     value = int(text)
     if not low <= value <= high:
@@ -47,12 +82,14 @@ def parse_int(raw: str, low: int, high: int) -> int:
 
 
 def parse_seconds(raw: str, low: float, high: float) -> float:
+    """A non-negative decimal number of seconds in [low, high], ASCII digits only (at most MAX_NUMBER_CHARS)."""
     text = raw.strip()
-    if not re.fullmatch(r"\d+(\.\d+)?|\.\d+", text):
-        raise InvalidValue(f"expected a number of seconds from {low:g} to {high:g}, like 1 or 0.5")
+    expected = f"expected a number of seconds from {low:g} to {high:g}, like 1 or 0.5"
+    if len(text) > MAX_NUMBER_CHARS or not _SECONDS_RE.fullmatch(text):
+        raise InvalidValue(expected)
     value = float(text)
     if not low <= value <= high:
-        raise InvalidValue(f"expected a number of seconds from {low:g} to {high:g}, like 1 or 0.5")
+        raise InvalidValue(expected)
     return value
 
 
@@ -131,41 +168,83 @@ def split_list(raw: str) -> list[str]:
     return [item for item in re.split(r"[,\s]+", raw.strip()) if item]
 
 
-def parse_config_word(raw: str, what: str) -> str:
-    """A free-form value that will be written into keepalived.conf: no quotes, braces, comments or newlines."""
+def _found(text: str, forbidden: frozenset[str]) -> str:
+    """The forbidden or unprintable characters of a (non-secret) value, for the message."""
+    return ", ".join(sorted({repr(ch) for ch in text if ch in forbidden or not ch.isprintable()}))
+
+
+def _check_bytes(text: str, what: str, max_bytes: int) -> None:
+    if byte_length(text) > max_bytes:
+        raise InvalidValue(
+            f"expected a {what} of at most {max_bytes} bytes (keepalived splits config lines of 1000 bytes or more)"
+        )
+
+
+def parse_config_word(raw: str, what: str, max_bytes: int = MAX_WORD_BYTES) -> str:
+    """A free-form value written into keepalived.conf as one word: no quotes, braces, comments, '$' or newlines.
+
+    At most `max_bytes` bytes of UTF-8 (MAX_WORD_BYTES unless told).
+    """
     text = raw.strip()
     if not text:
         raise InvalidValue(f"expected a non-empty {what}")
-    bad = sorted({repr(ch) for ch in text if ch in _CONFIG_METACHARS or not ch.isprintable()})
+    bad = _found(text, _CONFIG_METACHARS)
     if bad:
-        raise InvalidValue(f"expected a {what} without these characters: {', '.join(bad)}")
+        raise InvalidValue(f"expected a {what} without these characters: {bad}")
+    _check_bytes(text, what, max_bytes)
+    return text
+
+
+def parse_path(raw: str, what: str = "path", max_bytes: int = MAX_PATH_BYTES) -> str:
+    """An absolute path written into keepalived.conf or given to keepalived: a config word without glob characters."""
+    text = parse_config_word(raw, what, max_bytes)
+    if not text.startswith("/"):
+        raise InvalidValue(f"expected an absolute {what}")
+    bad = _found(text, _GLOB_CHARS)
+    if bad:
+        raise InvalidValue(f"expected a {what} without glob characters (keepalived expands them): found {bad}")
     return text
 
 
 def parse_command(raw: str) -> str:
-    """A CHECK_SCRIPT command line: an absolute program path and plain arguments, one line, no quotes."""
+    """A CHECK_SCRIPT command line: an absolute program path and plain arguments, one line, no quotes or '$'.
+
+    At most MAX_COMMAND_BYTES bytes of UTF-8.
+    """
     text = raw.strip()
     if not text:
         raise InvalidValue("expected a command like /usr/local/bin/check-haproxy.sh --port 80")
-    bad = sorted({repr(ch) for ch in text if ch in "\n\r\"'{}#!\\" or not ch.isprintable()})
+    bad = _found(text, _COMMAND_METACHARS)
     if bad:
         raise InvalidValue(
-            f"expected a one-line command without quotes, braces, comments or backslashes; found {', '.join(bad)}"
+            f"expected a one-line command without quotes, braces, comments, backslashes or '$'; found {bad}"
         )
     if not text.startswith("/"):
         raise InvalidValue("expected the command to start with an absolute path, like /usr/local/bin/check.sh")
+    _check_bytes(text, "command", MAX_COMMAND_BYTES)
     return text
 
 
 def parse_http_path(raw: str) -> str:
+    """An HTTP path: printable ASCII starting with '/', no spaces, quotes, braces, '#', '!', '\\', ';' or '$'."""
     text = raw.strip()
-    if not text.startswith("/") or any(ch.isspace() or not ch.isprintable() for ch in text):
-        raise InvalidValue("expected an HTTP path starting with '/', without spaces, like /healthz")
+    if (
+        not text.startswith("/")
+        or not text.isascii()
+        or any(ch in _CONFIG_METACHARS or not ch.isprintable() for ch in text)
+    ):
+        raise InvalidValue(
+            "expected an HTTP path starting with '/' of printable ASCII without spaces, quotes, braces, '#', '!', "
+            "'\\', ';' or '$', like /healthz"
+        )
+    _check_bytes(text, "HTTP path", MAX_HTTP_PATH_BYTES)
     return text
 
 
 def parse_selector(raw: str) -> tuple[tuple[str, str], ...]:
-    """Parse `key=value[,key=value]` into sorted pairs."""
+    """Parse `key=value[,key=value]` into sorted pairs (at most MAX_SELECTOR_BYTES bytes in all)."""
+    if byte_length(raw.strip()) > MAX_SELECTOR_BYTES:
+        raise InvalidValue(f"expected key=value pairs of at most {MAX_SELECTOR_BYTES} bytes in all")
     pairs: list[tuple[str, str]] = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         key, sep, value = item.partition("=")
@@ -178,6 +257,9 @@ def parse_selector(raw: str) -> tuple[tuple[str, str], ...]:
 
 def parse_label_prefix(raw: str) -> str:
     text = raw.strip()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", text):
-        raise InvalidValue("expected a label prefix of letters, digits, '.', '_', '-' or '/', like keepalived.")
+    if len(text) > MAX_WORD_BYTES or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", text):
+        raise InvalidValue(
+            f"expected a label prefix of at most {MAX_WORD_BYTES} letters, digits, '.', '_', '-' or '/', "
+            "like keepalived."
+        )
     return text

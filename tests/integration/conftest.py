@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.netns import Lab
 from tests.conftest import require_root_netns
 from tests.integration.dockerlab import ContainerLab, engine_client, require_engine
-from lab.netns import Lab
 
 
 @pytest.fixture

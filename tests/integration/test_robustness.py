@@ -66,7 +66,8 @@ def test_hostile_labels_leave_both_supervisors_up_and_one_holder(lab: Lab, docke
             docker_lab.create({"kat.node": host, **labels}, name=f"kat-{run}-{name}")
     for node, containers in ((a, hostile["a"]), (b, hostile["b"])):
         for name in containers:
-            wait_until(lambda n=node, c=f"kat-{run}-{name}": c in n.log_text(), 20, f"a log line naming {name}")
+            wanted = f"kat-{run}-{name}"
+            wait_until(lambda n=node, c=wanted: c in n.log_text(), 20, f"a log line naming {name}")  # type: ignore[misc]
 
     samples: list[tuple[bool, bool]] = []
     deadline = time.monotonic() + 4
@@ -136,7 +137,7 @@ def test_bursts_of_sighup_leave_the_process_alive_with_the_right_config(lab: Lab
         for sender in senders:
             sender.join()
         assert alive(node), f"round {round_number}: " + node.log_text()[-3000:]
-        wait_until(lambda p=priority: f"priority {p}" in config(node), 20, f"priority {priority} installed")
+        wait_until(lambda p=priority: f"priority {p}" in config(node), 20, f"priority {priority} installed")  # type: ignore[misc]
     time.sleep(1)
     assert alive(node) and node.has(VIP)
     assert "RecursionError" not in node.log_text() and "Traceback" not in node.log_text()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from lab.netns import Lab, Node
 from tests.integration.dockerlab import (
     ContainerLab,
     require_engine_to_ourselves,
@@ -20,7 +21,6 @@ from tests.integration.dockerlab import (
     stop_dockerd,
     wait_until,
 )
-from lab.netns import Lab, Node
 
 NONE = {"keepalived.check": "none"}
 
