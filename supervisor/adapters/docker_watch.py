@@ -1,15 +1,24 @@
 """Watch the local Docker engine and keep a Snapshot of the containers this supervisor fronts.
 
 A thin adapter between docker-py and the pure core: everything downstream sees only ``Snapshot`` and
-``ContainerEvent`` records. It follows docker-gen's recipe so that nothing falls into a gap:
+``ContainerEvent`` records (the JSON conversion lives in ``supervisor.core.docker_json``). It follows docker-gen's
+recipe so that nothing falls into a gap:
 
 * subscribe to events first, then list and inspect everything (the full relist happens after every (re)connect);
-* a reader thread only enqueues raw events (the engine drops events for subscribers slower than 100 ms), a worker thread
+* a reader thread only enqueues events (the engine drops events for subscribers slower than 100 ms), a worker thread
   re-inspects the containers they name, updates the snapshot and calls the callbacks;
 * any end of the event stream, any error, or a silence after which the engine does not answer a ping is a disconnect:
   reconnect with exponential backoff forever, resuming the stream ``since`` the last event seen (the repeated boundary
   event is dropped), then relist;
 * an engine unreachable at start is not fatal: the snapshot says ``engine_reachable=False`` until it connects.
+
+Under an event storm the queue between reader and worker stays bounded: events are merged per container
+(``supervisor.core.events.PendingEvents``), failure actions are never merged away and jump the queue, and the worker
+looks for newly arrived failures between its inspect round-trips, so a ``die`` reaches ``on_event`` at once.
+
+Nothing kills a loop: a malformed event is dropped (and logged, rate-limited), any exception from one item is logged
+and the loop goes on, and a thread whose loop dies anyway is restarted with backoff. ``problem()`` says when the
+watcher is broken all the same (a dead thread, a stuck worker, an engine unreachable for too long).
 
 Which containers count: those with any label under the prefix (``<prefix>enable`` included) that also match every
 ``key=value`` of the selector. The selector is applied by the engine (server-side filters), the prefix here.
@@ -17,14 +26,11 @@ Which containers count: those with any label under the prefix (``<prefix>enable`
 
 from __future__ import annotations
 
-import collections
 import logging
-import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -33,16 +39,29 @@ import docker.errors
 import tenacity
 from docker.types.daemon import CancellableStream
 
-from supervisor.core.events import WATCHED_ACTIONS
-from supervisor.core.snapshot import ContainerInfo, PortBinding, Snapshot
+from supervisor.core.docker_json import (
+    ContainerEvent,
+    EventResume,
+    MalformedEvent,
+    container_info_from_attrs,
+    event_from_raw,
+    event_since,
+    has_prefixed_label,
+    parse_created,
+)
+from supervisor.core.events import WATCHED_ACTIONS, Batch, PendingEvents
+from supervisor.core.snapshot import ContainerInfo, Snapshot
 
 log = logging.getLogger(__name__)
 
 #: Default timeout (seconds) of API calls of the default client: bounds a ping or inspect against a hung engine.
 DEFAULT_API_TIMEOUT = 15
 
-_STABLE_AFTER = 5.0  # seconds a connection must last before a reconnect goes without delay
-_MAX_BATCH = 1000  # raw events handled per worker round; one inspect per container per round
+_STABLE_AFTER = 5.0  # seconds a connection (or a thread's run) must last before a restart goes without delay
+_MAX_BATCH = 500  # containers handled per worker round; one inspect per container per round
+_RESTART_INITIAL = 0.5  # first delay before restarting a crashed thread, doubled up to _RESTART_MAX
+_RESTART_MAX = 30.0
+_LOG_EVERY = 10.0  # seconds between two log lines of the same repeated trouble
 
 
 def default_client_factory() -> docker.DockerClient:
@@ -50,167 +69,7 @@ def default_client_factory() -> docker.DockerClient:
     return docker.from_env(timeout=DEFAULT_API_TIMEOUT)
 
 
-@dataclass(frozen=True)
-class ContainerEvent:
-    """One container event from the engine, as delivered to ``on_event`` (for event-driven health verdicts)."""
-
-    id: str
-    action: str  # "start", "die", "health_status: healthy", ...
-    time_nano: int
-    attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
-
-    @property
-    def verb(self) -> str:
-        """The action without its detail: "health_status" for "health_status: healthy"."""
-        return self.action.split(":", 1)[0].strip()
-
-
-# --- conversion (pure) -----------------------------------------------------------------------------------------
-
-_CREATED_RE = re.compile(
-    r"^(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:[.,](?P<frac>\d+))?(?P<tz>Z|[+-]\d\d:?\d\d)?$", re.IGNORECASE
-)
-
-
-def parse_created(value: object) -> float:
-    """Docker's RFC 3339 timestamp with up to nanoseconds ("2024-05-01T10:00:00.123456789Z") -> epoch seconds.
-
-    Returns 0.0 for anything unparsable (or Go's zero time), so that such a container simply sorts first.
-    """
-    if not isinstance(value, str):
-        return 0.0
-    match = _CREATED_RE.match(value.strip())
-    if match is None:
-        return 0.0
-    tz = match["tz"] or "Z"
-    if tz.upper() == "Z":
-        tz = "+00:00"
-    elif ":" not in tz:
-        tz = f"{tz[:3]}:{tz[3:]}"
-    try:
-        base = datetime.fromisoformat(match["base"] + tz)
-    except ValueError:
-        return 0.0
-    if base.year <= 1:
-        return 0.0
-    frac = match["frac"] or ""
-    return base.timestamp() + (int(frac) / 10 ** len(frac) if frac else 0.0)
-
-
-def _parse_ports(ports: object) -> tuple[PortBinding, ...]:
-    if not isinstance(ports, Mapping):
-        return ()
-    bindings: list[PortBinding] = []
-    for key, published in ports.items():
-        port_text, _, protocol = str(key).partition("/")
-        if not port_text.isdigit() or not isinstance(published, list):
-            continue  # exposed but not published (None), or a shape we do not know
-        for binding in published:
-            if not isinstance(binding, Mapping):
-                continue
-            host_port = str(binding.get("HostPort") or "")
-            if not host_port.isdigit():
-                continue
-            bindings.append(
-                PortBinding(
-                    container_port=int(port_text),
-                    protocol=protocol or "tcp",
-                    host_ip=str(binding.get("HostIp") or ""),
-                    host_port=int(host_port),
-                )
-            )
-    bindings.sort(key=lambda b: (b.container_port, b.protocol, b.host_ip, b.host_port))
-    return tuple(bindings)
-
-
-def _parse_addresses(networks: object) -> dict[str, str]:
-    if not isinstance(networks, Mapping):
-        return {}
-    addresses: dict[str, str] = {}
-    for name, settings in networks.items():
-        if not isinstance(settings, Mapping):
-            continue
-        address = settings.get("IPAddress") or settings.get("GlobalIPv6Address")
-        if address:
-            addresses[str(name)] = str(address)
-    return addresses
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def container_info_from_attrs(attrs: Mapping[str, Any]) -> ContainerInfo:
-    """A docker-py inspect result (``client.api.inspect_container``) -> ContainerInfo. Pure; tolerant of gaps."""
-    state = _mapping(attrs.get("State"))
-    config = _mapping(attrs.get("Config"))
-    host_config = _mapping(attrs.get("HostConfig"))
-    net = _mapping(attrs.get("NetworkSettings"))
-    health = _mapping(state.get("Health")).get("Status")
-    paused = bool(state.get("Paused"))
-    network_mode = str(host_config.get("NetworkMode") or "")
-    labels = _mapping(config.get("Labels"))
-    return ContainerInfo(
-        id=str(attrs.get("Id") or ""),
-        name=str(attrs.get("Name") or "").lstrip("/"),
-        labels={str(k): str(v) for k, v in labels.items()},
-        running=bool(state.get("Running")) and not paused,
-        paused=paused,
-        health=str(health) if health else None,
-        ports=_parse_ports(net.get("Ports")),
-        addresses=_parse_addresses(net.get("Networks")),
-        host_network=network_mode == "host" or network_mode.startswith("container:"),
-        created=parse_created(attrs.get("Created")),
-    )
-
-
-def has_prefixed_label(labels: Mapping[str, str], prefix: str) -> bool:
-    """True when the labels put the container in the supervisor's scope (``<prefix>enable`` or any ``<prefix>*``)."""
-    return any(key.startswith(prefix) for key in labels)
-
-
-def event_since(time_nano: int) -> str:
-    """The ``since`` argument that resumes a stream at an event: "seconds.nanoseconds" (inclusive on the engine)."""
-    seconds, nanos = divmod(time_nano, 1_000_000_000)
-    return f"{seconds}.{nanos:09d}"
-
-
-class EventResume:
-    """Where to resume the event stream after a reconnect, and which events a resumed stream repeats.
-
-    ``since`` is inclusive on the engine, so at least the last event seen comes again. The engine also stamps events
-    before publishing them, so under concurrent API calls they arrive slightly out of timeNano order: the resume point
-    is the newest timeNano seen, and repeats are recognised by (timeNano, id, action) among the last `capacity` events
-    (the engine replays at most 256), never by being older than the resume point, which would drop live events.
-    """
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._capacity = capacity
-        self._newest: int | None = None
-        self._recent: collections.OrderedDict[tuple[int, str, str], None] = collections.OrderedDict()
-
-    def since(self) -> str | None:
-        """The ``since`` argument for a new subscription, or None before any event was seen."""
-        return event_since(self._newest) if self._newest is not None else None
-
-    def accept(self, raw: Mapping[str, Any]) -> bool:
-        """Record a raw engine event; False when it was seen already (a replay)."""
-        time_nano = raw.get("timeNano")
-        if not isinstance(time_nano, int):
-            return True
-        key = (time_nano, str(raw.get("id") or ""), str(raw.get("Action") or raw.get("status") or ""))
-        if key in self._recent:
-            log.debug("dropping replayed event %s", key)
-            return False
-        self._recent[key] = None
-        if len(self._recent) > self._capacity:
-            self._recent.popitem(last=False)
-        if self._newest is None or time_nano > self._newest:
-            self._newest = time_nano
-        return True
-
-
-# --- the watcher -----------------------------------------------------------------------------------------------
+# --- queue items -----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -220,10 +79,11 @@ class _Connected:
 
 
 @dataclass(frozen=True)
-class _Raw:
+class _Relist:
+    """A relist asked for outside a (re)connect: after a worker crash lost what it was applying."""
+
     generation: int
     client: docker.DockerClient
-    event: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -237,19 +97,119 @@ class _Stop:
     pass
 
 
-_Item = _Connected | _Raw | _Disconnected | _Stop
+_Control = _Connected | _Relist | _Disconnected | _Stop
+_Entries = tuple[tuple[str, tuple[ContainerEvent, ...]], ...]
+
+
+class EventQueue:
+    """The reader -> worker queue: ``PendingEvents`` (merged per container, bounded) behind a lock, a blocking get,
+    and since when something has been waiting (for ``DockerWatcher.problem``)."""
+
+    def __init__(self, max_containers: int = 10_000, max_actions: int = 32) -> None:
+        self._pending: PendingEvents[_Control, docker.DockerClient] = PendingEvents(max_containers, max_actions)
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting_since: float | None = None
+
+    def put_event(self, generation: int, client: docker.DockerClient, event: ContainerEvent) -> None:
+        with self._cond:
+            self._pending.add_event(generation, client, event)
+            self._put_done()
+
+    def put_control(self, item: _Control) -> None:
+        with self._cond:
+            self._pending.add_control(item)
+            self._put_done()
+
+    def _put_done(self) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        self._cond.notify()
+
+    def get(self, max_containers: int = _MAX_BATCH, timeout: float | None = None) -> _Control | Batch[Any] | None:
+        """The next control item or batch; blocks until there is one (None only after `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                item = self._pending.take(max_containers)
+                if item is not None:
+                    self._waiting_since = time.monotonic() if len(self._pending) else None
+                    return item
+                self._waiting_since = None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def take_urgent(self, generation: int, max_containers: int = _MAX_BATCH) -> _Entries:
+        """Containers of `generation` with a pending failure, if that generation's events are next; never blocks."""
+        with self._cond:
+            entries = self._pending.take_urgent(generation, max_containers)
+            if entries:
+                self._waiting_since = time.monotonic() if len(self._pending) else None
+            return entries
+
+    def waiting_since(self) -> float | None:
+        """Monotonic time since which items have waited without being taken; None when the queue is empty."""
+        with self._cond:
+            return self._waiting_since
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            p = self._pending
+            return {
+                "pending_containers": p.pending_containers,
+                "pending_events": p.pending_events,
+                "received": p.received,
+                "merged": p.merged,
+                "overflowed": p.overflowed,
+                "failures_overflowed": p.failures_overflowed,
+            }
+
+
+class _RateLimitedLog:
+    """One log line per `key` every `interval` seconds at most; the next one says how many were suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval: float = _LOG_EVERY) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(self, key: str, level: int, message: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            message += " (and %d more like it in the last %.0f s)"
+            args = (*args, suppressed, now - (last or now))
+        self._logger.log(level, message, *args, exc_info=exc_info)
 
 
 class _Stopping(Exception):
     """Raised inside the connect loop when stop() was called."""
 
 
+# --- the watcher -----------------------------------------------------------------------------------------------
+
+
 class DockerWatcher:
     """Keeps ``snapshot`` in step with the engine and calls back on every change.
 
     Callbacks run on the watcher's worker thread, one at a time: ``on_event`` for each container event of a container
-    in scope (before its re-inspect, so health acts at once), then ``on_snapshot`` when the snapshot changed (engine reachability
-    included). On a disconnect the snapshot keeps the last known containers with ``engine_reachable=False``.
+    in scope (before its re-inspect, so health acts at once; events of one container are merged under a storm, each
+    action kept at its latest place, failures never dropped), then ``on_snapshot`` when the snapshot changed (engine
+    reachability included). On a disconnect the snapshot keeps the last known containers with
+    ``engine_reachable=False``.
     """
 
     def __init__(
@@ -262,6 +222,9 @@ class DockerWatcher:
         watchdog_interval: float = 10.0,
         retry_initial: float = 0.5,
         retry_max: float = 5.0,
+        stuck_after: float = 60.0,
+        unreachable_after: float = 30.0,
+        max_pending_containers: int = 10_000,
     ) -> None:
         if not label_prefix:
             raise ValueError("label_prefix must not be empty")
@@ -273,11 +236,15 @@ class DockerWatcher:
         self._watchdog_interval = watchdog_interval
         self._retry_initial = retry_initial
         self._retry_max = retry_max
+        self._stuck_after = stuck_after
+        self._unreachable_after = unreachable_after
 
-        self._queue: queue.Queue[_Item] = queue.Queue()
+        self._queue = EventQueue(max_pending_containers)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._snapshot = Snapshot()
+        self._limited = _RateLimitedLog(log)
+        self._heartbeat = time.monotonic()  # the worker's last sign of progress (a plain float: atomic to assign)
 
         # Shared between reader, worker and watchdog; guarded by _lock.
         self._lock = threading.Lock()
@@ -285,6 +252,8 @@ class DockerWatcher:
         self._live: tuple[int, docker.DockerClient, CancellableStream[dict[str, Any]]] | None = None
         self._drop_reason: str | None = None
         self._last_activity = time.monotonic()
+        self._unreachable_since: tuple[float, float] | None = None  # (monotonic, wall clock)
+        self._crashes: dict[str, int] = {}
 
         self._resume = EventResume()  # reader-only
 
@@ -307,12 +276,15 @@ class DockerWatcher:
         """Start the reader, worker and watchdog threads; returns at once, also when the engine is unreachable."""
         if self._threads:
             raise RuntimeError("DockerWatcher already started")
-        for name, target in (
-            ("docker-watch-reader", self._run_reader),
-            ("docker-watch-worker", self._run_worker),
-            ("docker-watch-watchdog", self._run_watchdog),
+        with self._lock:
+            self._unreachable_since = (time.monotonic(), time.time())
+        self._heartbeat = time.monotonic()
+        for name, body, on_crash in (
+            ("docker-watch-reader", self._run_reader, None),
+            ("docker-watch-worker", self._run_worker, self._request_relist),
+            ("docker-watch-watchdog", self._run_watchdog, None),
         ):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread = threading.Thread(target=self._supervised(name, body, on_crash), name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
 
@@ -320,12 +292,44 @@ class DockerWatcher:
         """Stop watching: close the stream and the client, join the threads (at most `timeout` seconds in all)."""
         self._stopping.set()
         self._drop_stream(None, "stopping")
-        self._queue.put(_Stop())
+        self._queue.put_control(_Stop())
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("docker watcher thread %s did not stop within %.1f s", thread.name, timeout)
+
+    def problem(self) -> str | None:
+        """Why the watcher is broken, or None when it works (or was not started, or is stopping).
+
+        Broken: a thread dead (not restarting), the worker stuck (something waiting in the queue for more than
+        `stuck_after` seconds without the worker making progress), or the engine unreachable for more than
+        `unreachable_after` seconds.
+        """
+        if not self._threads or self._stopping.is_set():
+            return None
+        now = time.monotonic()
+        for thread in self._threads:
+            if not thread.is_alive():
+                crashes = self._crashes.get(thread.name, 0)
+                return f"docker watcher thread {thread.name} is dead" + (
+                    f" after {crashes} crash(es)" if crashes else ""
+                )
+        waiting = self._queue.waiting_since()
+        if waiting is not None:
+            idle = now - max(waiting, self._heartbeat)
+            if idle > self._stuck_after:
+                return f"docker watcher worker stuck: {len(self._queue)} item(s) waiting, no progress for {idle:.0f} s"
+        with self._lock:
+            unreachable = self._unreachable_since
+        if unreachable is not None and now - unreachable[0] > self._unreachable_after:
+            since = datetime.fromtimestamp(unreachable[1]).astimezone().isoformat(timespec="seconds")
+            return f"docker engine unreachable since {since} ({now - unreachable[0]:.0f} s)"
+        return None
+
+    def queue_stats(self) -> dict[str, int]:
+        """Counters of the reader -> worker queue (pending, received, merged, overflowed)."""
+        return self._queue.stats()
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -350,6 +354,13 @@ class DockerWatcher:
             self._drop_reason = self._drop_reason or reason
         _close_quietly(stream)
 
+    def _request_relist(self) -> None:
+        """Queue a relist on the live connection (after the worker lost what it was applying)."""
+        with self._lock:
+            live = self._live
+        if live is not None:
+            self._queue.put_control(_Relist(live[0], live[1]))
+
     def _publish(self, snapshot: Snapshot) -> bool:
         """Install `snapshot`; True (and on_snapshot called) when it differs from the current one."""
         if snapshot == self._snapshot:
@@ -360,6 +371,42 @@ class DockerWatcher:
         except Exception:
             log.exception("on_snapshot callback failed")
         return True
+
+    def _beat(self) -> None:
+        self._heartbeat = time.monotonic()
+
+    def _supervised(
+        self, name: str, body: Callable[[], None], on_crash: Callable[[], None] | None
+    ) -> Callable[[], None]:
+        """A thread target that runs `body` and, should it end or raise while not stopping, runs it again."""
+
+        def run() -> None:
+            delay = _RESTART_INITIAL
+            while True:
+                started = time.monotonic()
+                try:
+                    body()
+                    if self._stopping.is_set():
+                        break
+                    log.error("docker watcher thread %s returned unexpectedly; restarting in %.1f s", name, delay)
+                except Exception:
+                    if self._stopping.is_set():
+                        break
+                    self._crashes[name] = self._crashes.get(name, 0) + 1
+                    log.exception("docker watcher thread %s crashed; restarting in %.1f s", name, delay)
+                if on_crash is not None:
+                    try:
+                        on_crash()
+                    except Exception:
+                        log.exception("docker watcher thread %s: recovery after the crash failed", name)
+                if time.monotonic() - started > _STABLE_AFTER:
+                    delay = _RESTART_INITIAL
+                if self._stopping.wait(delay):
+                    break
+                delay = min(_RESTART_MAX, delay * 2)
+            log.debug("docker watcher thread %s stopped", name)
+
+        return run
 
     # -- reader thread: connection lifecycle, only enqueues ----------------------------------------------------
 
@@ -372,23 +419,7 @@ class DockerWatcher:
                 # Only reached when stopping (the retry loop never gives up otherwise).
                 break
             connected_at = time.monotonic()
-            self._queue.put(_Connected(generation, client))
-            reason = "event stream ended"
-            try:
-                for raw in stream:
-                    with self._lock:
-                        self._last_activity = time.monotonic()
-                    if self._resume.accept(raw):
-                        self._queue.put(_Raw(generation, client, raw))
-            except Exception as exc:
-                reason = f"event stream failed: {exc!r}"
-            with self._lock:
-                self._live = None
-                reason = self._drop_reason or reason
-                self._drop_reason = None
-            _close_quietly(stream)
-            _close_quietly(client)
-            self._queue.put(_Disconnected(generation, reason))
+            reason = self._follow(generation, client, stream)
             if self._stopping.is_set():
                 break
             # A connection that keeps failing right away (say a relist that always errors) must not spin.
@@ -396,7 +427,40 @@ class DockerWatcher:
             delay = min(self._retry_max, self._retry_initial * 2 ** (flaps - 1)) if flaps else 0.0
             log.warning("docker engine disconnected (%s); reconnecting in %.1f s", reason, delay)
             self._stopping.wait(delay)
-        log.debug("docker watcher reader stopped")
+
+    def _follow(self, generation: int, client: docker.DockerClient, stream: CancellableStream[dict[str, Any]]) -> str:
+        """Enqueue the connection, its events, its end; returns why it ended. Cleans up whatever happens."""
+        reason = "event stream ended"
+        try:
+            self._queue.put_control(_Connected(generation, client))
+            for raw in stream:
+                self._enqueue(generation, client, raw)
+        except Exception as exc:
+            reason = f"event stream failed: {exc!r}"
+        finally:
+            with self._lock:
+                self._live = None
+                reason = self._drop_reason or reason
+                self._drop_reason = None
+                if self._unreachable_since is None:
+                    self._unreachable_since = (time.monotonic(), time.time())
+            _close_quietly(stream)
+            _close_quietly(client)
+            self._queue.put_control(_Disconnected(generation, reason))
+        return reason
+
+    def _enqueue(self, generation: int, client: docker.DockerClient, raw: object) -> None:
+        """One raw event: drop replays and malformed ones, queue the rest. Never raises."""
+        with self._lock:
+            self._last_activity = time.monotonic()
+        try:
+            event = event_from_raw(raw)  # first: a malformed event must not move the resume point either
+            if self._resume.accept(raw):
+                self._queue.put_event(generation, client, event)
+        except MalformedEvent as exc:
+            self._limited.log("malformed", logging.WARNING, "dropping a malformed docker event (%s): %.200r", exc, raw)
+        except Exception:
+            self._limited.log("reader", logging.ERROR, "docker watcher: queueing an event failed", exc_info=True)
 
     def _connect(self) -> tuple[int, docker.DockerClient, CancellableStream[dict[str, Any]]]:
         retrying = tenacity.Retrying(
@@ -445,6 +509,7 @@ class DockerWatcher:
             self._live = (generation, client, stream)
             self._drop_reason = None
             self._last_activity = time.monotonic()
+            self._unreachable_since = None
         log.info(
             "connected to docker engine at %s (connection %d), events%s",
             client.api.base_url,
@@ -457,31 +522,72 @@ class DockerWatcher:
 
     def _run_worker(self) -> None:
         while True:
-            items = [self._queue.get()]
-            while len(items) < _MAX_BATCH:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
+            item = self._queue.get(_MAX_BATCH)
+            self._beat()
+            if self._stopping.is_set() or isinstance(item, _Stop):
+                return
+            try:
+                self._handle(item)
+            except Exception:
+                self._limited.log(
+                    "worker", logging.ERROR, "docker watcher: handling %s failed", _describe(item), exc_info=True
+                )
+                if isinstance(item, Batch):
+                    self._request_relist()  # what the batch would have applied is lost: the relist is the truth
+            self._beat()
+
+    def _handle(self, item: _Control | Batch[Any] | None) -> None:
+        if isinstance(item, _Connected | _Relist):
+            self._relist(item.generation, item.client)
+        elif isinstance(item, _Disconnected):
+            self._publish(Snapshot(containers=self._snapshot.containers, engine_reachable=False))
+        elif isinstance(item, Batch):
+            generation, client = item.generation, cast(docker.DockerClient, item.context)
+            todo: dict[str, str] = {}
+            known = self._snapshot.containers
+            self._deliver(item.containers, known.__contains__, todo, generation)
+            self._inspect_and_publish(generation, client, todo)
+            if item.relist:
+                log.warning("docker watcher: events beyond the queue's bound were left out; relisting")
+                self._relist(generation, client)
+
+    def _deliver(
+        self, entries: _Entries, known: Callable[[str], bool], todo: dict[str, str], generation: int | None = None
+    ) -> None:
+        """on_event for the events of each container in scope, noting the container (and its last verb) in `todo`.
+
+        With `generation`, failures of that generation arriving meanwhile are delivered between two containers (a
+        storm's batch can take a while to deliver); a container they name that is still ahead in `entries` comes
+        with them, its older events first, so that on_event sees each container's events in order.
+        """
+        remaining = dict(entries)
+        while remaining:
+            if generation is not None:
+                for container_id, events in self._queue.take_urgent(generation):
+                    self._deliver_one(container_id, remaining.pop(container_id, ()) + events, known, todo)
+                if not remaining:
                     break
-            if self._stopping.is_set():
-                break
-            pending: list[_Raw] = []
-            for item in items:
-                if isinstance(item, _Raw) and (not pending or pending[0].generation == item.generation):
-                    pending.append(item)
-                    continue
-                if pending:
-                    self._handle_events(pending)
-                    pending = [item] if isinstance(item, _Raw) else []
-                if isinstance(item, _Connected):
-                    self._relist(item.generation, item.client)
-                elif isinstance(item, _Disconnected):
-                    self._publish(Snapshot(containers=self._snapshot.containers, engine_reachable=False))
-                elif isinstance(item, _Stop):
-                    return
-            if pending:
-                self._handle_events(pending)
-        log.debug("docker watcher worker stopped")
+            container_id = next(iter(remaining))
+            self._deliver_one(container_id, remaining.pop(container_id), known, todo)
+
+    def _deliver_one(
+        self, container_id: str, events: tuple[ContainerEvent, ...], known: Callable[[str], bool], todo: dict[str, str]
+    ) -> None:
+        if not known(container_id) and not any(self._in_scope(event.attributes) for event in events):
+            return
+        if self._on_event is not None:
+            for event in events:
+                try:
+                    self._on_event(event)
+                except Exception:
+                    log.exception("on_event callback failed for %s %s", event.action, container_id[:12])
+        todo.pop(container_id, None)
+        todo[container_id] = events[-1].verb
+
+    def _take_urgent(self, generation: int, known: Callable[[str], bool], todo: dict[str, str]) -> None:
+        """Failures that arrived meanwhile go to on_event now, not after the round-trips still ahead."""
+        for container_id, events in self._queue.take_urgent(generation):
+            self._deliver_one(container_id, events, known, todo)
 
     def _inspect(self, client: docker.DockerClient, container_id: str) -> ContainerInfo | None:
         """The container if it exists and is in scope, else None. Raises on engine errors."""
@@ -489,6 +595,8 @@ class DockerWatcher:
             attrs = client.api.inspect_container(container_id)
         except docker.errors.NotFound:
             return None
+        if not isinstance(attrs, Mapping):
+            raise TypeError(f"inspect {container_id[:12]} answered {type(attrs).__name__}, not an object")
         info = container_info_from_attrs(attrs)
         return info if self._in_scope(info.labels) else None
 
@@ -498,18 +606,53 @@ class DockerWatcher:
         else:
             log.debug("%s failed on a closed connection: %s", what, exc)
 
+    def _inspect_and_publish(self, generation: int, client: docker.DockerClient, todo: dict[str, str]) -> None:
+        """Re-inspect each container of `todo` (taking in failures that arrive meanwhile), then publish."""
+        containers = dict(self._snapshot.containers)
+        while todo:
+            self._take_urgent(generation, containers.__contains__, todo)
+            container_id = next(iter(todo))
+            verb = todo.pop(container_id)
+            if verb == "destroy":
+                info = None
+            else:
+                try:
+                    info = self._inspect(client, container_id)
+                except Exception as exc:
+                    self._engine_error(generation, f"inspect {container_id[:12]}", exc)
+                    break  # the reconnect's relist covers the rest
+            if info is None:
+                containers.pop(container_id, None)
+            else:
+                containers[container_id] = info
+            self._beat()
+        self._publish(Snapshot(containers=containers, engine_reachable=self._snapshot.engine_reachable))
+
     def _relist(self, generation: int, client: docker.DockerClient) -> None:
         started = time.monotonic()
+        urgent: dict[str, str] = {}  # failures that arrived during the relist: re-inspected after it
         try:
             filters = {"label": self._label_filters()} if self._selector else None
             summaries = client.api.containers(all=True, filters=filters)
+            if not isinstance(summaries, list):
+                raise TypeError(f"the container list is a {type(summaries).__name__}, not a list")
             containers: dict[str, ContainerInfo] = {}
+
+            def known(container_id: str) -> bool:
+                return container_id in containers or container_id in self._snapshot.containers
+
             for summary in summaries:
-                if not self._in_scope(summary.get("Labels") or {}):
+                self._take_urgent(generation, known, urgent)
+                container_id = summary.get("Id") if isinstance(summary, Mapping) else None
+                labels = summary.get("Labels") if isinstance(summary, Mapping) else None
+                if not isinstance(container_id, str) or not self._in_scope(
+                    labels if isinstance(labels, Mapping) else {}
+                ):
                     continue
-                info = self._inspect(client, summary["Id"])
+                info = self._inspect(client, container_id)
                 if info is not None:
                     containers[info.id] = info
+                self._beat()
         except Exception as exc:
             self._engine_error(generation, "relist", exc)
             return
@@ -523,86 +666,41 @@ class DockerWatcher:
             time.monotonic() - started,
         )
         self._publish(Snapshot(containers=containers, engine_reachable=True))
-
-    def _handle_events(self, batch: list[_Raw]) -> None:
-        """Call on_event for each event, re-inspect each container named in the batch once, then on_snapshot."""
-        generation, client = batch[0].generation, batch[0].client
-        events = [_to_event(item.event) for item in batch]
-        containers = dict(self._snapshot.containers)
-        last_action: dict[str, str] = {}
-        in_scope: set[str] = set()
-        for event in events:
-            last_action[event.id] = event.verb
-            if event.id in containers or self._in_scope(event.attributes):
-                in_scope.add(event.id)
-        # Events first: health verdicts must not wait for the inspect round-trips below.
-        if self._on_event is not None:
-            for event in events:
-                if event.id not in in_scope:
-                    continue
-                try:
-                    self._on_event(event)
-                except Exception:
-                    log.exception("on_event callback failed for %s %s", event.action, event.id[:12])
-        for container_id, action in last_action.items():
-            if container_id not in in_scope:
-                continue
-            if action == "destroy":
-                info = None
-            else:
-                try:
-                    info = self._inspect(client, container_id)
-                except Exception as exc:
-                    self._engine_error(generation, f"inspect {container_id[:12]}", exc)
-                    continue
-            if info is None:
-                containers.pop(container_id, None)
-            else:
-                containers[container_id] = info
-        new = Snapshot(containers=containers, engine_reachable=self._snapshot.engine_reachable)
-        changed = new != self._snapshot
-        if changed:
-            self._snapshot = new
-        if changed:
-            try:
-                self._on_snapshot(new)
-            except Exception:
-                log.exception("on_snapshot callback failed")
+        if urgent:
+            self._inspect_and_publish(generation, client, urgent)
 
     # -- watchdog thread -------------------------------------------------------------------------------------
 
     def _run_watchdog(self) -> None:
         tick = max(0.05, self._watchdog_interval / 4)
         while not self._stopping.wait(tick):
-            with self._lock:
-                live = self._live
-                silence = time.monotonic() - self._last_activity
-            if live is None or silence < self._watchdog_interval:
-                continue
-            generation, client, _ = live
             try:
-                client.ping()
-            except Exception as exc:
-                self._drop_stream(
-                    generation, f"watchdog: no answer to ping after {silence:.1f} s of silence: {type(exc).__name__}"
-                )
-                continue
-            with self._lock:
-                self._last_activity = time.monotonic()
+                self._watch_once()
+            except Exception:
+                self._limited.log("watchdog", logging.ERROR, "docker watcher: watchdog round failed", exc_info=True)
+
+    def _watch_once(self) -> None:
+        with self._lock:
+            live = self._live
+            silence = time.monotonic() - self._last_activity
+        if live is None or silence < self._watchdog_interval:
+            return
+        generation, client, _ = live
+        try:
+            client.ping()
+        except Exception as exc:
+            self._drop_stream(
+                generation, f"watchdog: no answer to ping after {silence:.1f} s of silence: {type(exc).__name__}"
+            )
+            return
+        with self._lock:
+            self._last_activity = time.monotonic()
 
 
-def _to_event(raw: Mapping[str, Any]) -> ContainerEvent:
-    actor = _mapping(raw.get("Actor"))
-    attributes = {str(k): str(v) for k, v in _mapping(actor.get("Attributes")).items()}
-    time_nano = raw.get("timeNano")
-    if not isinstance(time_nano, int):
-        time_nano = int(raw.get("time") or 0) * 1_000_000_000
-    return ContainerEvent(
-        id=str(actor.get("ID") or raw.get("id") or ""),
-        action=str(raw.get("Action") or raw.get("status") or ""),
-        time_nano=time_nano,
-        attributes=attributes,
-    )
+def _describe(item: object) -> str:
+    if isinstance(item, Batch):
+        return f"a batch of {len(item.containers)} container(s) (connection {item.generation})"
+    return type(item).__name__.lstrip("_")
 
 
 def _backoff(initial: float, maximum: float) -> tenacity.wait.wait_base:
@@ -624,9 +722,12 @@ __all__ = [
     "WATCHED_ACTIONS",
     "ContainerEvent",
     "DockerWatcher",
+    "EventQueue",
     "EventResume",
+    "MalformedEvent",
     "container_info_from_attrs",
     "default_client_factory",
+    "event_from_raw",
     "event_since",
     "has_prefixed_label",
     "parse_created",

@@ -1,5 +1,6 @@
 """DockerWatcher against the real engine: containers appear, change and vanish in the snapshot; the selector scopes
-them; engine outages, an event storm and an engine unreachable at start all converge to the truth.
+them; engine outages, an event storm and an engine unreachable at start all converge to the truth; malformed events
+are dropped without harm.
 
 Every container here carries ``kat.test=<run id>`` and every watcher's selector includes it, so the tests neither see
 nor touch anything else on the engine. Convergence is polled with deadlines, never waited for with fixed sleeps.
@@ -12,8 +13,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, cast
 
 import docker
 import pytest
@@ -372,3 +373,69 @@ def test_engine_arriving_later_gets_listed(watch: WatchFactory, docker_lab: Cont
     wait_until(lambda: present.id in watcher.snapshot.containers, 20, "the late connection to list the container")
     assert attempts == 4
     assert recorder.snapshots[0].engine_reachable and present.id in recorder.snapshots[0].containers
+
+
+GARBAGE: list[object] = [
+    None,
+    "die",
+    42,
+    ["die"],
+    {},
+    {"Action": "die"},
+    {"Type": "container", "Action": "die", "time": "yesterday", "timeNano": "soon"},
+    {"Type": "container", "Action": "die", "Actor": "not an object", "id": 12},
+    {"Type": "container", "Action": 7, "Actor": {"ID": "abc", "Attributes": ["not", "a", "dict"]}, "time": 1.5},
+    {"Type": "container", "Action": "die", "Actor": {"ID": "0" * 64, "Attributes": "x"}, "timeNano": True},
+]
+
+
+class GarbageFirstStream:
+    """A real event stream with garbage in front of it."""
+
+    def __init__(self, garbage: Iterable[object], stream: Any) -> None:
+        self._garbage = list(garbage)
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self._garbage
+        yield from self._stream
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class GarbageFirstClient:
+    """A real client whose event subscriptions yield malformed events before the engine's own."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self._client = client
+        self.api = client.api
+
+    def ping(self) -> bool:
+        return bool(self._client.ping())
+
+    def events(self, **kwargs: Any) -> GarbageFirstStream:
+        return GarbageFirstStream(GARBAGE, self._client.events(**kwargs))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def test_malformed_events_are_dropped_and_a_later_die_still_arrives(
+    watch: WatchFactory, docker_lab: ContainerLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="supervisor.adapters.docker_watch")
+    watcher, recorder = watch(client_factory=lambda: cast(docker.DockerClient, GarbageFirstClient(engine_client())))
+    wait_until(reachable(watcher), 20, "the watcher to connect")
+    c = docker_lab.create(labels=ENABLE, network_mode="none")
+    cid = c.id or ""
+    wait_until(lambda: cid in watcher.snapshot.containers, 20, "the container to appear after the garbage")
+    c.kill()
+    wait_until(lambda: "die" in recorder.actions(cid), 20, "the real die event after the garbage")
+    wait_until(lambda: not watcher.snapshot.containers[cid].running, 20, "the snapshot to show the container dead")
+    assert watcher.problem() is None
+    assert all(e.id == cid for e in recorder.events), [(e.id[:12], e.action) for e in recorder.events]
+    malformed = [r for r in caplog.records if "malformed docker event" in r.getMessage()]
+    assert malformed, [r.getMessage() for r in caplog.records]
+    assert len(malformed) < len(GARBAGE)  # rate-limited
+    assert not [r for r in caplog.records if "disconnected" in r.getMessage()]  # no reconnect was needed

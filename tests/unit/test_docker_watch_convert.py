@@ -1,5 +1,6 @@
-"""container_info_from_attrs and the small pure helpers of the Docker watcher, on inspect results shaped like
-dockerd 20.10's (trimmed from real `docker inspect` output)."""
+"""container_info_from_attrs, event_from_raw and the small pure helpers of the Docker watcher
+(supervisor.core.docker_json), on inspect results shaped like dockerd 20.10's (trimmed from real `docker inspect`
+output) and on malformed event messages."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from supervisor.adapters.docker_watch import (
+from supervisor.core.docker_json import (
     ContainerEvent,
     EventResume,
+    MalformedEvent,
     container_info_from_attrs,
+    event_from_raw,
     event_since,
     has_prefixed_label,
     parse_created,
@@ -184,3 +187,113 @@ def test_resume_forgets_beyond_capacity() -> None:
         assert resume.accept(raw_event(t))
     assert resume.accept(raw_event(1))  # forgotten: accepted again (the engine replays far fewer than capacity)
     assert not resume.accept(raw_event(3))
+
+
+# --- event_from_raw: real shapes convert, garbage raises MalformedEvent and nothing else ------------------------
+
+DIE: dict[str, Any] = {
+    "status": "die",
+    "id": "92e14804f0d79607e948d521c47086b782149aed3579ed077519b1f83f68a4fe",
+    "from": "busybox",
+    "Type": "container",
+    "Action": "die",
+    "Actor": {
+        "ID": "92e14804f0d79607e948d521c47086b782149aed3579ed077519b1f83f68a4fe",
+        "Attributes": {"exitCode": "137", "image": "busybox", "keepalived.enable": "true", "name": "kat-probe"},
+    },
+    "scope": "local",
+    "time": 1795578020,
+    "timeNano": 1795578020368924562,
+}
+
+
+def test_event_from_raw_real_shape() -> None:
+    event = event_from_raw(DIE)
+    assert event == ContainerEvent(
+        id=DIE["id"], action="die", time_nano=1795578020368924562, attributes=DIE["Actor"]["Attributes"]
+    )
+    assert event.attributes["exitCode"] == "137"
+
+
+def test_event_from_raw_falls_back_to_legacy_fields_and_time() -> None:
+    legacy = {"status": "start", "id": "abc", "time": 12}
+    assert event_from_raw(legacy) == ContainerEvent(id="abc", action="start", time_nano=12_000_000_000)
+    assert event_from_raw({**legacy, "time": "12"}).time_nano == 12_000_000_000
+    assert event_from_raw({**legacy, "timeNano": "12000000005"}).time_nano == 12_000_000_005
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"time": "yesterday", "timeNano": None},
+        {"time": 1.5, "timeNano": "soon"},
+        {"time": None, "timeNano": True},
+        {"time": [1], "timeNano": {"n": 1}},
+        {"time": -5, "timeNano": -7},
+    ],
+)
+def test_event_with_unusable_time_keeps_id_and_action(change: dict[str, Any]) -> None:
+    event = event_from_raw({**DIE, **change})
+    assert (event.id, event.action, event.time_nano) == (DIE["id"], "die", 0)
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [None, "labels", ["a", "b"], 42, {"k": None, "n": 1, 3: "x"}],
+    ids=["none", "str", "list", "int", "odd"],
+)
+def test_event_with_odd_attributes_converts(attributes: object) -> None:
+    raw = copy.deepcopy(DIE)
+    raw["Actor"]["Attributes"] = attributes
+    event = event_from_raw(raw)
+    assert event.action == "die"
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in event.attributes.items())
+
+
+def test_event_without_actor_uses_the_top_level_id() -> None:
+    raw = {k: v for k, v in DIE.items() if k != "Actor"}
+    assert event_from_raw(raw).id == DIE["id"]
+    assert event_from_raw({**raw, "Actor": "nonsense"}).id == DIE["id"]
+
+
+class _Exploding(dict[str, Any]):
+    def get(self, key: str, default: Any = None) -> Any:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "die",
+        42,
+        ["die"],
+        b"{}",
+        {},
+        {"Action": "die"},
+        {"Actor": {"ID": 12}, "Action": "die"},
+        {"id": "", "Action": "die"},
+        {"id": "abc"},
+        {"id": "abc", "Action": 7, "status": None},
+        {"id": "abc", "Action": "   "},
+        {"id": "x" * 1000, "Action": "die"},
+        {"Type": "network", "Action": "connect", "Actor": {"ID": "net1"}},
+        _Exploding(id="abc", Action="die"),
+    ],
+    ids=lambda raw: type(raw).__name__ + ":" + repr(raw)[:30],
+)
+def test_malformed_events_raise_malformed_event_only(raw: object) -> None:
+    with pytest.raises(MalformedEvent):
+        event_from_raw(raw)
+    assert issubclass(MalformedEvent, ValueError)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, "x", 3, [], {}, {"timeNano": "1"}, {"timeNano": True}, {"timeNano": -1}, _Exploding(timeNano=1)],
+    ids=repr,
+)
+def test_resume_accepts_garbage_without_raising_or_moving(raw: object) -> None:
+    resume = EventResume()
+    assert resume.accept(raw) is True
+    assert resume.since() is None
