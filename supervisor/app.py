@@ -96,6 +96,7 @@ class Supervisor:
             selector=dict(settings.label_selector),
             label_prefix=settings.label_prefix,
             on_event=self._on_event,
+            watch_unlabelled=settings.discover_check_port and settings.check.port is not None,
         )
         self.fifo: NotifyFifoReader | None = None
         self._last_problems: tuple[str, ...] = ()

@@ -77,7 +77,13 @@ def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None
             seen.append(snapshot)
             arrived.set()
 
-    watcher = DockerWatcher(on_snapshot, dict(settings.label_selector), settings.label_prefix, retry_max=1.0)
+    watcher = DockerWatcher(
+        on_snapshot,
+        dict(settings.label_selector),
+        settings.label_prefix,
+        retry_max=1.0,
+        watch_unlabelled=settings.discover_check_port and settings.check.port is not None,
+    )
     watcher.start()
     try:
         arrived.wait(timeout)

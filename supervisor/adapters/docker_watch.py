@@ -225,6 +225,7 @@ class DockerWatcher:
         stuck_after: float = 60.0,
         unreachable_after: float = 30.0,
         max_pending_containers: int = 10_000,
+        watch_unlabelled: bool = False,
     ) -> None:
         if not label_prefix:
             raise ValueError("label_prefix must not be empty")
@@ -232,6 +233,9 @@ class DockerWatcher:
         self._on_event = on_event
         self._selector = dict(selector)
         self._prefix = label_prefix
+        # A selector selects on its own; with CHECK_PORT discovery every container may publish the port. Otherwise
+        # only containers with a label of ours are in scope.
+        self._need_prefix = not (self._selector or watch_unlabelled)
         self._client_factory = client_factory
         self._watchdog_interval = watchdog_interval
         self._retry_initial = retry_initial
@@ -337,7 +341,7 @@ class DockerWatcher:
         return [f"{key}={value}" for key, value in sorted(self._selector.items())]
 
     def _in_scope(self, labels: Mapping[str, str]) -> bool:
-        if not has_prefixed_label(labels, self._prefix):
+        if self._need_prefix and not has_prefixed_label(labels, self._prefix):
             return False
         return all(labels.get(key) == value for key, value in self._selector.items())
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.core.labels import ServiceSpec
+from supervisor.core.labels import ENV_CHECK, ServiceSpec
 from supervisor.core.model import DesiredState, Instance
 from supervisor.core.settings import CheckSettings, Settings
 from supervisor.core.snapshot import ContainerInfo
@@ -120,6 +120,8 @@ def _probe(kind: str, host: str | None, port: int, check: CheckSettings, http_pa
 def member_probe(
     spec: ServiceSpec, container: ContainerInfo | None, check: CheckSettings, host: str | None
 ) -> Probe | None:
+    if spec.check == ENV_CHECK:
+        return env_probe(check, host)
     if spec.check == "none" or spec.port is None:
         return None
     address, port = published_endpoint(container, spec.port, host)
@@ -130,7 +132,10 @@ def members_of(
     instance: Instance, containers: Mapping[str, ContainerInfo], settings: Settings, host_address: str | None
 ) -> tuple[Member, ...]:
     members: list[Member] = []
-    if instance.env_check is not None:
+    # Containers that joined with the environment's check carry it themselves, with their Docker events on top:
+    # a separate environment member would keep a dead front end's instance healthy until its probe fails.
+    joined = any(spec.check == ENV_CHECK for spec in instance.members)
+    if instance.env_check is not None and not joined:
         probe = env_probe(instance.env_check, host_address)
         members.append(Member(ENV_MEMBER, "CHECK_PORT", instance.name, True, "env check", probe))
     for spec in instance.members:

@@ -133,7 +133,8 @@ def container_info_from_attrs(attrs: Mapping[str, Any]) -> ContainerInfo:
         running=bool(state.get("Running")) and not paused,
         paused=paused,
         health=str(health) if health else None,
-        ports=_parse_ports(net.get("Ports")),
+        # A stopped container has no live Ports; its configured bindings still say what it publishes.
+        ports=_parse_ports(net.get("Ports")) or _parse_ports(host_config.get("PortBindings")),
         addresses=_parse_addresses(net.get("Networks")),
         host_network=network_mode == "host" or network_mode.startswith("container:"),
         created=parse_created(attrs.get("Created")),

@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 KNOWN_KEYS = ("enable", "vip", "vrid", "port", "check", "interface", "priority")
 CHECK_KINDS = ("tcp", "http", "listen", "none")
+ENV_CHECK = "env"  # the environment's check (CHECK_PORT through the published endpoint), for joined containers
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class ServiceSpec:
     http_path: str = "/"
     interface: str | None = None
     priority: int | None = None
+    joined_by: str = "labels"
+    """How the container came in: "labels" (a label of ours), "selector" (LABEL_SELECTOR alone) or "check_port"
+    (it publishes CHECK_PORT). The last two join the environment's instance with the environment's check ("env")."""
 
     @property
     def defines_instance(self) -> bool:
@@ -138,6 +142,28 @@ def parse_service(container: ContainerInfo, prefix: str) -> ServiceSpec | None:
         http_path=http_path,
         interface=interface,
         priority=priority,
+    )
+
+
+def explicitly_disabled(container: ContainerInfo, prefix: str) -> bool:
+    """`<prefix>enable=false` (or another false value): the container is never fronted, however it was found."""
+    raw = container.labels.get(prefix + "enable")
+    if raw is None:
+        return False
+    try:
+        return not parse_bool(raw)
+    except InvalidValue:
+        return False
+
+
+def joined_service(container: ContainerInfo, how: str) -> ServiceSpec:
+    """A container with no label of ours that joins the environment's instance, checked by the environment's check."""
+    return ServiceSpec(
+        container_id=container.id,
+        container_name=container.name,
+        created=container.created,
+        check=ENV_CHECK,
+        joined_by=how,
     )
 
 

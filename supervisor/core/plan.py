@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from supervisor.core.checks import Member, plan_members
-from supervisor.core.labels import LabelProblem, ServiceSpec, parse_service
+from supervisor.core.labels import LabelProblem, ServiceSpec, explicitly_disabled, joined_service, parse_service
 from supervisor.core.model import ENV_SOURCE, DesiredState, build_desired_state
 from supervisor.core.render import render
 from supervisor.core.settings import Settings
@@ -81,7 +81,10 @@ def plan_services(
             problems.append(f"{_who(container)}: labels not understood ({type(error).__name__}); container skipped")
             continue
         if spec is None:
-            continue
+            how = _joins_by_itself(container, settings)
+            if how is None:
+                continue
+            spec = joined_service(container, how)
         interface = spec.interface or settings.interface
         if spec.defines_instance and host.known and interface not in host.interfaces:
             label = f"{settings.label_prefix}interface" if spec.interface else "INTERFACE"
@@ -91,6 +94,17 @@ def plan_services(
             continue
         specs.append(spec)
     return specs, problems
+
+
+def _joins_by_itself(container: ContainerInfo, settings: Settings) -> str | None:
+    """Why a container with no label of ours joins the environment's instance: "selector", "check_port" or None."""
+    if not settings.virtual_ips or explicitly_disabled(container, settings.label_prefix):
+        return None
+    if settings.label_selector and all(container.labels.get(k) == v for k, v in settings.label_selector):
+        return "selector"
+    port = settings.check.port
+    publishes = any(b.protocol == "tcp" and b.host_port == port for b in container.ports)
+    return "check_port" if settings.discover_check_port and port is not None and publishes else None
 
 
 def make_plan(settings: Settings, snapshot: Snapshot, host: HostFacts) -> Plan:

@@ -280,9 +280,18 @@ LABEL_PREFIX = SettingSpec(
 LABEL_SELECTOR: SettingSpec[tuple[tuple[str, str], ...]] = SettingSpec(
     "LABEL_SELECTOR",
     "none",
-    "`key=value[,key=value]`: only containers with all these labels are considered",
+    "`key=value[,key=value]`: only containers with all these labels are considered; such a container joins the "
+    "environment's instance even without a label of ours (`keepalived.enable=false` still excludes it)",
     parse_selector,
     (),
+)
+DISCOVER_CHECK_PORT = SettingSpec(
+    "DISCOVER_CHECK_PORT",
+    "true",
+    "a running container that publishes `CHECK_PORT` (a TCP binding with that host port) joins the environment's "
+    "instance by itself, so its Docker events fail it at once; `false` turns this off",
+    parse_bool,
+    True,
 )
 SCRIPT_USER = SettingSpec(
     "SCRIPT_USER",
@@ -354,6 +363,7 @@ SETTING_SPECS: tuple[SettingSpec[Any], ...] = (
     HEALTH_POLICY,
     LABEL_PREFIX,
     LABEL_SELECTOR,
+    DISCOVER_CHECK_PORT,
     SCRIPT_USER,
     RUN_DIR,
     KEEPALIVED_BIN,
@@ -405,6 +415,7 @@ class Settings:
     health_policy: str = HEALTH_POLICY.default  # HEALTH_POLICY
     label_prefix: str = LABEL_PREFIX.default  # LABEL_PREFIX
     label_selector: tuple[tuple[str, str], ...] = LABEL_SELECTOR.default  # LABEL_SELECTOR
+    discover_check_port: bool = DISCOVER_CHECK_PORT.default  # DISCOVER_CHECK_PORT
     script_user: str = SCRIPT_USER.default  # SCRIPT_USER
     run_dir: Path = RUN_DIR.default  # RUN_DIR
     keepalived_bin: str = KEEPALIVED_BIN.default  # KEEPALIVED_BIN
@@ -643,6 +654,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         health_policy=read.get(HEALTH_POLICY),
         label_prefix=read.get(LABEL_PREFIX),
         label_selector=read.get(LABEL_SELECTOR),
+        discover_check_port=read.get(DISCOVER_CHECK_PORT),
         script_user=read.get(SCRIPT_USER),
         run_dir=read.get(RUN_DIR),
         keepalived_bin=read.get(KEEPALIVED_BIN),

@@ -127,3 +127,33 @@ def test_a_parser_crash_costs_only_its_container(monkeypatch) -> None:  # type: 
     monkeypatch.setattr(plan_module, "parse_service", explode)
     plan = plan_with(container("boom", {"keepalived.port": "80"}, 1.0))
     only_problem_names(plan, "boom", "not understood")
+
+
+def test_selector_alone_joins_the_environment_instance_with_the_env_check() -> None:
+    lb = container("lb", {"io.rancher.stack_service.name": "lb/haproxy"}, 1.0)
+    env = {"LABEL_SELECTOR": "io.rancher.stack_service.name=lb/haproxy", "CHECK_PORT": "80"}
+    plan = make_plan(load_settings({**ENV, **env}), snapshot(lb), HOST)
+    (instance,) = plan.state.instances
+    assert [(m.container_name, m.joined_by) for m in instance.members] == [("lb", "selector")]
+    (member,) = plan.members["VI_100"]  # no separate environment member: the container carries the check
+    assert member.key == lb.id and member.probe is not None and member.probe.port == 80
+    disabled = container("off", {"io.rancher.stack_service.name": "lb/haproxy", "keepalived.enable": "false"}, 2.0)
+    plan = make_plan(load_settings({**ENV, **env}), snapshot(disabled), HOST)
+    assert plan.state.instances[0].members == ()
+
+
+def test_a_container_publishing_check_port_is_discovered() -> None:
+    from supervisor.core.snapshot import PortBinding
+
+    web = ContainerInfo(
+        id="w" * 64, name="web", running=True, created=1.0, ports=(PortBinding(80, "tcp", "0.0.0.0", 8080),)
+    )
+    other = ContainerInfo(
+        id="o" * 64, name="other", running=True, created=2.0, ports=(PortBinding(80, "tcp", "0.0.0.0", 9090),)
+    )
+    settings = load_settings({**ENV, "CHECK_PORT": "8080"})
+    plan = make_plan(settings, snapshot(web, other), HOST)
+    assert [(m.container_name, m.joined_by) for m in plan.state.instances[0].members] == [("web", "check_port")]
+    off = make_plan(load_settings({**ENV, "CHECK_PORT": "8080", "DISCOVER_CHECK_PORT": "false"}), snapshot(web), HOST)
+    assert off.state.instances[0].members == ()
+    assert [m.key for m in off.members["VI_100"]] == ["environment"], "without discovery the env check stays"
