@@ -141,16 +141,19 @@ def build_desired_state(
     members: dict[int, list[ServiceSpec]] = {vrid: [] for vrid in by_vrid}
     claimed: dict[IPAddress, str] = {vip.address: ENV_SOURCE for instance in by_vrid.values() for vip in instance.vips}
     reserved = _reserved_addresses(settings, local_addresses)
+    pfx = settings.label_prefix
     for spec in services:
         vrid = spec.vrid if spec.vrid is not None else (settings.vrid if settings.virtual_ips else None)
         who = f"container {spec.container_name} ({spec.container_id[:12]})"
         if vrid is None:
-            problems.append(f"{who}: no vrid label and no VIRTUAL_IP to join; container skipped")
+            problems.append(f"{who}: no label {pfx}vrid and no VIRTUAL_IP to join; container skipped")
             continue
         existing = by_vrid.get(vrid)
         if spec.vip is None:
             if existing is None:
-                problems.append(f"{who}: vrid {vrid} names no instance (no vip label or VIRTUAL_IP); container skipped")
+                problems.append(
+                    f"{who}: label {pfx}vrid={vrid} names no instance (no {pfx}vip label or VIRTUAL_IP); container skipped"
+                )
             else:
                 members[vrid].append(spec)
             continue
@@ -159,22 +162,24 @@ def build_desired_state(
                 members[vrid].append(spec)
             else:
                 problems.append(
-                    f"{who}: vrid {vrid} with vip {spec.vip} conflicts with the earlier claim by {existing.source} "
+                    f"{who}: label {pfx}vip={spec.vip} on vrid {vrid} conflicts with the earlier claim by {existing.source} "
                     f"(vip {', '.join(map(str, existing.vips))}); the earlier claim wins, container skipped"
                 )
             continue
         owner = claimed.get(spec.vip.address)
         if owner is not None:
             problems.append(
-                f"{who}: vip {spec.vip.address} is already claimed by {owner} under another VRID; two VRIDs holding "
+                f"{who}: label {pfx}vip={spec.vip.address} is already claimed by {owner} under another VRID; two VRIDs holding "
                 "one address would put it on two hosts at once; container skipped"
             )
             continue
         if spec.vip.address in reserved:
-            problems.append(f"{who}: vip {spec.vip.address} is {reserved[spec.vip.address]}; container skipped")
+            problems.append(
+                f"{who}: label {pfx}vip={spec.vip.address} is {reserved[spec.vip.address]}; container skipped"
+            )
             continue
         if spec.vip.version == 6 and settings.vrrp_version == 2:
-            problems.append(f"{who}: IPv6 vip {spec.vip} needs VRRP_VERSION=3; container skipped")
+            problems.append(f"{who}: label {pfx}vip={spec.vip} is IPv6, which needs VRRP_VERSION=3; container skipped")
             continue
         by_vrid[vrid] = make_instance(
             vrid,

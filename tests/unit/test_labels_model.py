@@ -127,8 +127,8 @@ def test_vrid_without_instance_and_ipv6_on_v2() -> None:
     specs, _ = parse_services(containers, "keepalived.")
     state = build_desired_state(settings, specs)
     assert state.instances == ()
-    assert any("vrid 7 names no instance" in p for p in state.problems)
-    assert any("IPv6 vip fd00::7/128 needs VRRP_VERSION=3" in p for p in state.problems)
+    assert any("keepalived.vrid=7 names no instance" in p for p in state.problems)
+    assert any("keepalived.vip=fd00::7/128 is IPv6, which needs VRRP_VERSION=3" in p for p in state.problems)
     assert any("container nothing" in p and "no vrid label and no VIRTUAL_IP" in p for p in state.problems)
 
 
