@@ -129,7 +129,7 @@ def test_vrid_without_instance_and_ipv6_on_v2() -> None:
     assert state.instances == ()
     assert any("keepalived.vrid=7 names no instance" in p for p in state.problems)
     assert any("keepalived.vip=fd00::7/128 is IPv6, which needs VRRP_VERSION=3" in p for p in state.problems)
-    assert any("container nothing" in p and "no vrid label and no VIRTUAL_IP" in p for p in state.problems)
+    assert any("container nothing" in p and "no label keepalived.vrid and no VIRTUAL_IP" in p for p in state.problems)
 
 
 def test_local_addresses_dropped_from_unicast_peers() -> None:
