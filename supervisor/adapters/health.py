@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pyroute2 import DiagSocket
 
-from supervisor.adapters.files import write_atomically
+from supervisor.adapters.files import read_bounded, write_atomically
 from supervisor.core.checks import Member, Probe, ProbeCounter, instance_verdict, member_healthy
 from supervisor.core.events import FAIL_ACTIONS, RECOVER_ACTIONS
 
@@ -102,28 +105,56 @@ async def run_probe(probe: Probe) -> tuple[bool, str]:
         return False, str(error) or type(error).__name__
 
 
-class HealthMonitor:
-    """Keeps one verdict per instance and its track file in step with probes and Docker events."""
+TRACK_TEXT = {True: "0\n", False: "1\n"}
+TRACK_READ_LIMIT = 64
+PROBE_RESTART_DELAY = 1.0
 
-    def __init__(self, policy: str, on_verdict: Callable[[str, bool, str], None] | None = None) -> None:
+
+class HealthMonitor:
+    """Keeps one verdict per instance and its track file in step with probes and Docker events.
+
+    Nothing that goes wrong on the host stops it: a track file that cannot be written (ENOSPC, a vanished
+    directory) is logged once per distinct error and written again on the next turn; a probe task that dies is
+    started again; and every `enforce_interval` the loop puts back any track file whose bytes differ from the
+    current verdict, whoever changed them. `problem()` says when any of that lasts.
+    """
+
+    def __init__(
+        self,
+        policy: str,
+        on_verdict: Callable[[str, bool, str], None] | None = None,
+        *,
+        enforce_interval: float = 0.5,
+        problem_after: float = 5.0,
+    ) -> None:
         self.policy = policy
         self.on_verdict = on_verdict
+        self.enforce_interval = enforce_interval
+        self.problem_after = problem_after
         self._lock = threading.RLock()
         self._members: dict[Key, Member] = {}
         self._counters: dict[Key, ProbeCounter] = {}
         self._tasks: dict[Key, asyncio.Task[None]] = {}
         self._kicks: dict[Key, asyncio.Event] = {}
         self._track_files: dict[str, Path] = {}
-        self._written: dict[str, bool] = {}
+        self._decided: dict[str, bool] = {}  # the last verdict logged and reported per instance
+        self._write_failing_since: dict[str, float] = {}  # instance -> monotonic time of its first failed write
+        self._write_errors: dict[str, str] = {}  # instance -> the last write error logged
+        self._enforcer: asyncio.Task[None] | None = None
+        self._heartbeat = time.monotonic()
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="health", daemon=True)
+        self._thread = threading.Thread(target=self._run_loop, name="health", daemon=True)
 
     def start(self) -> None:
+        self._heartbeat = time.monotonic()
         self._thread.start()
+        self._loop.call_soon_threadsafe(self._start_enforcer)
 
     def stop(self) -> None:
         async def cancel_all() -> None:
             tasks = list(self._tasks.values())
+            if self._enforcer is not None:
+                tasks.append(self._enforcer)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -133,6 +164,19 @@ class HealthMonitor:
                 asyncio.run_coroutine_threadsafe(cancel_all(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
+
+    def _run_loop(self) -> None:
+        self._loop.set_exception_handler(self._on_loop_exception)
+        self._loop.run_forever()
+
+    @staticmethod
+    def _on_loop_exception(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        log.error(
+            "health: unexpected error on the health loop: %s",
+            context.get("message"),
+            exc_info=error if isinstance(error, BaseException) else None,
+        )
 
     # -- inputs ------------------------------------------------------------------------------------------------
 
@@ -153,8 +197,11 @@ class HealthMonitor:
                     self._forget_probe(key)
                     self._counters[key] = ProbeCounter(member.probe.rise, member.probe.fall)
                     self._loop.call_soon_threadsafe(self._start_probe, key, member.probe)
-            for instance in [name for name in self._written if name not in members]:
-                del self._written[instance]
+            for instance in [name for name in self._decided if name not in members]:
+                del self._decided[instance]
+            for instance in [name for name in self._write_failing_since if name not in self._track_files]:
+                self._write_failing_since.pop(instance, None)
+                self._write_errors.pop(instance, None)
             for instance in members:
                 self._decide(instance)
 
@@ -184,6 +231,27 @@ class HealthMonitor:
         with self._lock:
             return {instance: self._verdict(instance) for instance in self._track_files}
 
+    def problem(self) -> str | None:
+        """Why the monitor cannot be trusted right now (for the HEALTHCHECK), or None when all is well."""
+        if not self._thread.is_alive():
+            return "the health monitor thread is not running"
+        now = time.monotonic()
+        stalled = now - self._heartbeat
+        if stalled > max(self.problem_after, 2 * self.enforce_interval):
+            return f"the health loop has not run for {stalled:.0f} s"
+        with self._lock:
+            failing = sorted(
+                (instance, now - since)
+                for instance, since in self._write_failing_since.items()
+                if now - since >= self.problem_after
+            )
+            if failing:
+                return "; ".join(
+                    f"track file of {instance} not written for {age:.0f} s: {self._write_errors.get(instance)}"
+                    for instance, age in failing
+                )
+        return None
+
     def _verdict(self, instance: str) -> tuple[bool, str]:
         results = [
             member_healthy(member, self._counters.get(key))
@@ -193,21 +261,93 @@ class HealthMonitor:
         return instance_verdict(results, self.policy)
 
     def _decide(self, instance: str) -> None:
-        healthy, reason = self._verdict(instance)
-        path = self._track_files.get(instance)
-        if path is None or self._written.get(instance) == healthy:
-            return
-        write_atomically(path, "0\n" if healthy else "1\n", mode=0o644)
-        self._written[instance] = healthy
-        log.log(
-            logging.INFO if healthy else logging.WARNING,
-            "health: %s is %s: %s",
-            instance,
-            "healthy" if healthy else "FAILED",
-            reason,
+        """Report a changed verdict and make the track file say it. Never raises (called from other threads)."""
+        try:
+            healthy, reason = self._verdict(instance)
+            path = self._track_files.get(instance)
+            if path is None:
+                return
+            self._enforce_file(instance, path, healthy)
+            if self._decided.get(instance) == healthy:
+                return
+            self._decided[instance] = healthy
+            log.log(
+                logging.INFO if healthy else logging.WARNING,
+                "health: %s is %s: %s",
+                instance,
+                "healthy" if healthy else "FAILED",
+                reason,
+            )
+            if self.on_verdict is not None:
+                self.on_verdict(instance, healthy, reason)
+        except Exception:
+            log.exception("health: deciding %s failed; retried on the next turn", instance)
+
+    def _enforce_file(self, instance: str, path: Path, healthy: bool) -> bool:
+        """Write the track file when its bytes differ from the verdict (or cannot be read). True when it matches."""
+        wanted = TRACK_TEXT[healthy]
+        try:
+            if read_bounded(path, TRACK_READ_LIMIT) == wanted.encode():
+                self._write_succeeded(instance)
+                return True
+        except (OSError, ValueError):
+            pass  # missing, a symlink, a FIFO, too big...: replace it
+        try:
+            write_atomically(path, wanted, mode=0o644)
+        except OSError as error:
+            self._write_failed(instance, path, error)
+            return False
+        if (
+            instance in self._decided
+            and self._decided[instance] == healthy
+            and instance not in self._write_failing_since
+        ):
+            log.warning("health: track file %s did not say %s: put back", path, wanted.strip())
+        self._write_succeeded(instance)
+        return True
+
+    def _write_failed(self, instance: str, path: Path, error: OSError) -> None:
+        # without the file name: mkstemp's random temp name would make every failure look new
+        description = (
+            f"{type(error).__name__}: [Errno {error.errno}] {error.strerror}" if error.strerror else str(error)
         )
-        if self.on_verdict is not None:
-            self.on_verdict(instance, healthy, reason)
+        self._write_failing_since.setdefault(instance, time.monotonic())
+        if self._write_errors.get(instance) != description:
+            self._write_errors[instance] = description
+            log.error("health: cannot write the track file %s (retrying): %s", path, description)
+
+    def _write_succeeded(self, instance: str) -> None:
+        if self._write_failing_since.pop(instance, None) is not None:
+            log.info("health: track file of %s written again", instance)
+        self._write_errors.pop(instance, None)
+
+    # -- the loop's own work: enforce track files, restart probes ------------------------------------------------
+
+    def _start_enforcer(self) -> None:
+        if self._enforcer is None or self._enforcer.done():
+            self._enforcer = self._loop.create_task(self._enforce_loop())
+
+    async def _enforce_loop(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            try:
+                self._enforce()
+            except Exception:
+                log.exception("health: enforcing the track files failed; retrying")
+            await asyncio.sleep(self.enforce_interval)
+
+    def _enforce(self) -> None:
+        """On the loop thread: put every track file back to its verdict, and restart any probe task that died."""
+        with self._lock:
+            for instance in list(self._track_files):
+                self._decide(instance)
+            for key, member in list(self._members.items()):
+                task = self._tasks.get(key)
+                if member.probe is not None and (task is None or task.done()) and key in self._counters:
+                    if task is not None:
+                        del self._tasks[key]
+                        self._kicks.pop(key, None)
+                    self._start_probe(key, member.probe)
 
     # -- probes (on the loop thread) ---------------------------------------------------------------------------
 
@@ -225,11 +365,24 @@ class HealthMonitor:
     def _start_probe(self, key: Key, probe: Probe) -> None:
         with self._lock:
             member = self._members.get(key)
-            if member is None or member.probe != probe or key in self._tasks:
+            if member is None or member.probe != probe or key in self._tasks or key not in self._counters:
                 return
             kick = asyncio.Event()
             self._kicks[key] = kick
-            self._tasks[key] = self._loop.create_task(self._probe_loop(key, probe, kick))
+            task = self._loop.create_task(self._probe_loop(key, probe, kick))
+            task.add_done_callback(functools.partial(self._probe_ended, key, probe))
+            self._tasks[key] = task
+
+    def _probe_ended(self, key: Key, probe: Probe, task: asyncio.Task[None]) -> None:
+        """A probe task ended: when it died of an error and its member still wants it, start it again shortly."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("health: the probe task of %s died; restarting it", key[1], exc_info=task.exception())
+        with self._lock:
+            if self._tasks.get(key) is task:
+                del self._tasks[key]
+                self._kicks.pop(key, None)
+        self._loop.call_later(PROBE_RESTART_DELAY, self._start_probe, key, probe)
 
     async def _probe_loop(self, key: Key, probe: Probe, kick: asyncio.Event) -> None:
         while True:
@@ -243,7 +396,7 @@ class HealthMonitor:
                 counter.record(ok, error)
                 if counter.healthy != before:
                     log.info("health: %s: %s %s", member.name, probe.describe(), "ok" if ok else f"failed: {error}")
-                self._decide(key[0])
+                self._decide(key[0])  # also puts back a track file that no longer says the verdict
             kick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(kick.wait(), probe.interval)

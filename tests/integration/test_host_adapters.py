@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lab.netns import Lab, wait_until
 from supervisor.adapters.files import is_bind_mount, write_atomically
 from tests.conftest import require, require_root_netns
-from tests.integration.netlab import Lab, wait_until
 
 
 def test_install_writes_in_place_onto_a_bind_mounted_file(tmp_path: Path) -> None:
@@ -29,6 +29,32 @@ def test_install_writes_in_place_onto_a_bind_mounted_file(tmp_path: Path) -> Non
     write_atomically(plain, "x\n")
     assert plain.read_text() == "x\n" and not is_bind_mount(plain)
     assert oct(plain.stat().st_mode & 0o777) == "0o600"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp file left behind"
+
+
+def test_a_symlink_at_the_install_path_is_replaced_and_its_target_left_untouched(tmp_path: Path) -> None:
+    require(os.geteuid() == 0, "needs root to bind-mount a file")
+    other = tmp_path / "other.conf"
+    other.write_text("someone else's file\n")
+    install = tmp_path / "keepalived.conf"
+    install.symlink_to(other)
+    write_atomically(install, "new config\n")
+    assert other.read_text() == "someone else's file\n"
+    assert not install.is_symlink() and install.read_text() == "new config\n"
+    # a symlink to a bind-mounted file is not a mount point itself: the link is replaced, the mount left alone
+    source, mounted = tmp_path / "host-file", tmp_path / "mounted"
+    source.write_text("host data\n")
+    mounted.write_text("")
+    subprocess.run(["mount", "--bind", str(source), str(mounted)], check=True)
+    try:
+        link = tmp_path / "track"
+        link.symlink_to(mounted)
+        assert is_bind_mount(mounted) and not is_bind_mount(link)
+        write_atomically(link, "1\n")
+        assert source.read_text() == "host data\n" and mounted.read_text() == "host data\n"
+        assert not link.is_symlink() and link.read_text() == "1\n"
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp file left behind"
 
 
