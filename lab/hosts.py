@@ -233,6 +233,7 @@ class SimHost:
         mode: str = "rancher",
         port: int = 80,
         healthcheck: dict[str, Any] | None = None,
+        publish: bool = False,
     ) -> Container:
         """A busybox httpd answering with `name`. mode "rancher": on the service network behind DNAT from this
         host; mode "shared": in the host's own network namespace (a listener the host can see)."""
@@ -248,6 +249,8 @@ class SimHost:
             "detach": True,
             "healthcheck": healthcheck,
         }
+        if publish:  # a published binding (on the machine's loopback), as `docker run -p` users have
+            options["ports"] = {f"{port}/tcp": ("127.0.0.1", port)}
         if mode == "shared":
             options["network_mode"] = f"container:{self.container.id}"
             container = self.lab.client.containers.run(IMAGE, command, **options)

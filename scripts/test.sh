@@ -7,6 +7,8 @@ cd "$KAT_ROOT"
 kat_ensure_machine
 kat_say "building the image from the Dockerfile (docker-keepalived:latest)"
 kat_build_image
+kat_say "removing containers left by earlier killed test runs (label kat.test)"
+"$KAT_DOCKER" ps -aq --filter label=kat.test | xargs -r "$KAT_DOCKER" rm -f >/dev/null
 bin="$KAT_ROOT/.venv/bin"
 step() { kat_say "== $*"; "$@"; }
 step "$bin/ruff" check .

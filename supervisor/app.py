@@ -239,9 +239,7 @@ class Supervisor:
             self._component(f"loop:{name}", True, "ok")
 
     def _component(self, name: str, ok: bool, reason: str) -> None:
-        record = getattr(self.board, "record_component", None)
-        if record is not None:
-            record(name, ok, reason)
+        self.board.record_component(name, ok, reason)
 
     def _handle_signals(self, signals: list[int]) -> None:
         for signum in signals:
@@ -286,16 +284,15 @@ class Supervisor:
                 self.board.record_vips_held(instance.name, held)
             self._check_interfaces(plan)
         parts: dict[str, Callable[[], str | None]] = {"docker watcher": self.watcher_problem}
-        parts["health"] = getattr(self.health, "problem", lambda: None)
+        parts["health"] = self.health.problem
         if self.fifo is not None:
-            parts["notify"] = getattr(self.fifo, "problem", lambda: None)
+            parts["notify"] = self.fifo.problem
         for name, problem in parts.items():
             reason = problem()
             self._component(name, reason is None, reason or "ok")
 
     def watcher_problem(self) -> str | None:
-        problem: Callable[[], str | None] | None = getattr(self.watcher, "problem", None)
-        return problem() if problem is not None else None
+        return self.watcher.problem()
 
     def _check_interfaces(self, plan: Plan) -> None:
         """Restart keepalived when an instance's interface was deleted and created again (a new index): keepalived
@@ -396,9 +393,7 @@ def _track_files(plan: Plan) -> dict[str, Path]:
 
 
 def _record_pending(board: StatusBoard, problems: list[str]) -> None:
-    record = getattr(board, "record_pending_problems", None)
-    if record is not None:
-        record(list(problems))
+    board.record_pending_problems(list(problems))
 
 
 def configure_logging(level: str) -> None:
