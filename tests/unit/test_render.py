@@ -87,3 +87,12 @@ def test_same_input_same_bytes(name: str) -> None:
 
 def test_format_seconds() -> None:
     assert [format_seconds(v) for v in (1.0, 0.5, 0.25, 2.5, 40.95, 0.0)] == ["1", "0.5", "0.25", "2.5", "40.95", "0"]
+
+
+def test_the_last_line_of_defence_refuses_what_keepalived_reinterprets() -> None:
+    from supervisor.core.render import UnsafeConfig, check_text
+
+    check_text("global_defs {\n    vrrp_garp_master_refresh 60\n}\n")
+    for bad in ("x" * 1000, "auth_pass a$_RANDOM", 'script "/bin/x\u0007"'):
+        with pytest.raises(UnsafeConfig):
+            check_text(f"global_defs {{\n    {bad}\n}}\n")
