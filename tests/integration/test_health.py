@@ -11,28 +11,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lab.engine import REPO, wait_until
 from lab.hosts import HostLab, SimHost, write_check_script
-from tests.integration.dockerlab import require_engine
 
 VIP = "198.51.100.100"
 INSTANCE = "VI_71"
 JOIN = {"keepalived.enable": "true", "keepalived.port": "80", "keepalived.check": "http"}
-
-
-@pytest.fixture
-def hostlab(tmp_path: Path) -> Iterator[HostLab]:
-    require_engine()
-    lab = HostLab(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def supervise(lab: HostLab, host: SimHost, priority: int, extra: dict[str, str] | None = None) -> None:

@@ -7,26 +7,10 @@ the member at once, before any probe), not a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from lab.engine import wait_until
 from lab.hosts import HostLab, SimHost
-from tests.integration.dockerlab import require_engine
 
 VIP = "198.51.100.100"
-
-
-@pytest.fixture
-def hostlab(tmp_path: Path) -> Iterator[HostLab]:
-    require_engine()
-    lab = HostLab(tmp_path)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def start(lab: HostLab, ports: tuple[int, int], publish: bool, env: dict[str, str]) -> tuple[SimHost, SimHost]:
