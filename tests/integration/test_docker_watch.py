@@ -141,7 +141,8 @@ def test_container_lifecycle_follows_events(watch: WatchFactory, docker_lab: Con
     watcher, recorder = watch()
     wait_until(reachable(watcher), 20, "the watcher to connect")
 
-    outsider = docker_lab.create(labels={"other": "x"})  # no keepalived.* label: out of scope
+    # No keepalived.* label, but it matches the selector: the selector alone selects (zero-touch fronting).
+    unlabelled = docker_lab.create(labels={"other": "x"})
     a = docker_lab.create(labels=ENABLE, name=f"kat-watch-{docker_lab.run_id}")
     aid = a.id or ""
     wait_until(
@@ -153,7 +154,7 @@ def test_container_lifecycle_follows_events(watch: WatchFactory, docker_lab: Con
     assert info.running and info.name == f"kat-watch-{docker_lab.run_id}"
     assert info.labels[f"{PREFIX}enable"] == "true"
     assert info.addresses.get("bridge"), info.addresses
-    assert outsider.id not in watcher.snapshot.containers
+    wait_until(lambda: unlabelled.id in watcher.snapshot.containers, 20, "the selector alone to select")
 
     a.pause()
     wait_until(lambda: watcher.snapshot.containers[aid].paused, 20, "A to show paused")
