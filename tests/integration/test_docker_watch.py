@@ -184,7 +184,7 @@ def test_container_lifecycle_follows_events(watch: WatchFactory, docker_lab: Con
     assert {k: v for k, v in info.labels.items() if k.startswith(PREFIX)} == labels
     assert [(p.container_port, p.protocol) for p in info.ports][:1] == [(80, "tcp")]
     assert all(p.host_port > 0 for p in info.ports)
-    assert set(watcher.snapshot.containers) == {bid}
+    assert set(watcher.snapshot.containers) == {bid, unlabelled.id}
 
 
 def test_health_status_reaches_snapshot_and_on_event(watch: WatchFactory, docker_lab: ContainerLab) -> None:
