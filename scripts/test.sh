@@ -9,6 +9,10 @@ kat_say "building the image from the Dockerfile (docker-keepalived:latest)"
 kat_build_image
 kat_say "removing containers left by earlier killed test runs (label kat.test)"
 "$KAT_DOCKER" ps -aq --filter label=kat.test | xargs -r "$KAT_DOCKER" rm -f >/dev/null
+for ns in $(ip netns list 2>/dev/null | awk '/^kat-/ {print $1}'); do  # namespaces of killed runs
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+done
 bin="$KAT_ROOT/.venv/bin"
 step() { kat_say "== $*"; "$@"; }
 step "$bin/ruff" check .

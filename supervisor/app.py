@@ -28,20 +28,26 @@ from typing import Any
 from supervisor.adapters import net
 from supervisor.adapters.docker_watch import ContainerEvent, DockerWatcher
 from supervisor.adapters.health import HealthMonitor
-from supervisor.adapters.keepalived import ConfigRejected, Keepalived, KeepalivedPaths
+from supervisor.adapters.hooks import NotifyHooks
+from supervisor.adapters.keepalived import ConfigRejected, Keepalived, KeepalivedPaths, installed_vips
+from supervisor.adapters.lease import VipLease
+from supervisor.adapters.logs import configure_logging
 from supervisor.adapters.notify import NotifyFifoReader, Transition
 from supervisor.adapters.preflight import script_problems
 from supervisor.adapters.reaper import reap_orphans
 from supervisor.adapters.status import StatusBoard
 from supervisor.core.debounce import Debouncer, restart_delay
-from supervisor.core.plan import Plan, health_members, make_plan
+from supervisor.core.plan import HostFacts, Plan, health_members, make_plan
 from supervisor.core.settings import Settings, SettingsError, load_settings
 from supervisor.core.snapshot import Snapshot
+from supervisor.core.validate import VirtualAddress
 
 log = logging.getLogger(__name__)
 
 STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # a failed reconcile is tried again after 1 s, doubling up to 30 s
+LEASE_RENEW_EVERY = 0.5  # with a 2 s lease, the renew thread may stall 1.5 s before a healthy MASTER loses its VIP
+RESUME_RELOAD_AFTER = 1.0  # after a restart that kept the VIPs, the real priorities return in a reload this much later
 STEP_FAILURES_RED = 3  # a loop step that failed this many times in a row makes the node unhealthy
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # keepalived writes its data and stats files on these
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *FORWARDED_SIGNALS)
@@ -99,6 +105,20 @@ class Supervisor:
             watch_unlabelled=settings.discover_check_port and settings.check.port is not None,
         )
         self.fifo: NotifyFifoReader | None = None
+        self.addresses = net.AddressWatcher(self._on_address_change)
+        self.hooks = NotifyHooks(
+            settings.notify,
+            settings.notify_master,
+            settings.notify_backup,
+            settings.notify_fault,
+            settings.script_user,
+            settings.notify_timeout,
+        )
+        self.lease = (
+            VipLease(settings.vip_lease, LEASE_RENEW_EVERY, self._lease_targets, self._lease_allowed)
+            if settings.vip_lease > 0
+            else None
+        )
         self._last_problems: tuple[str, ...] = ()
         self._plan: Plan | None = None
         self._failures = 0
@@ -106,6 +126,8 @@ class Supervisor:
         self._restart_at: float | None = None
         self._retry_at: float | None = None
         self._retry_delay = RETRY_FIRST
+        self._resume_masters: frozenset[str] = frozenset()
+        self._earlier_vips = installed_vips(self.keepalived.installed_text())
         self._step_failures: dict[str, int] = {}
         self._interface_index: dict[str, int] = {}
 
@@ -123,12 +145,20 @@ class Supervisor:
 
     def plan(self) -> Plan:
         """The plan for the current settings, snapshot and host facts (the same function `render` calls)."""
-        managed = self._plan.vips if self._plan is not None else frozenset()
-        return make_plan(self.settings, self._snapshot, net.host_facts(managed))
+        return make_plan(self.settings, self._snapshot, self._facts())
+
+    def _facts(self) -> HostFacts:
+        """Host facts; addresses that are, or were, VIPs of ours (the environment's, the running plan's, those of
+        the config an earlier run installed) are not taken for the host's own."""
+        managed = set(self._earlier_vips) | {vip.address for vip in self.settings.virtual_ips}
+        if self._plan is not None:
+            managed |= self._plan.vips
+        return net.host_facts(frozenset(managed))
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         """Watcher thread: remember the snapshot; the loop reconciles once the debouncer says so."""
         self._snapshot = snapshot
+        self.board.record_engine(snapshot.engine_reachable)
         self.debouncer.mark(time.monotonic())
         self.pipe.wake()
 
@@ -144,8 +174,10 @@ class Supervisor:
             self._last_problems = plan.problems
 
     def _on_transition(self, transition: Transition) -> None:
-        log.info("instance %s is now %s (priority %s)", transition.instance, transition.state, transition.priority)
+        log.info("instance %s is now %s (priority %s)", transition.instance, transition.state, transition.priority,
+                 extra={"instance": transition.instance})  # fmt: skip
         self.board.record_transition(transition.instance, transition.state, transition.priority)
+        self.hooks.on_transition(transition.instance, transition.state, transition.priority)
 
     # -- start ----------------------------------------------------------------------------------------------------
 
@@ -165,7 +197,7 @@ class Supervisor:
             log.error("the initial configuration was rejected, keepalived not started: %s", rejected)
             return 1
         self.keepalived.clean_stale()
-        for instance in plan.state.instances:
+        for instance in plan.state.instances:  # left by an unclean stop; keepalived adds them back as MASTER
             net.remove_vips(instance.interface, instance.vips)
         self._plan = plan
         self.board.set_desired(plan.state)
@@ -175,15 +207,23 @@ class Supervisor:
         self.fifo = NotifyFifoReader(plan.state.notify_fifo, self._on_transition)
         self.fifo.start()
         self._start_keepalived()
+        if self.lease is not None:
+            self.lease.start()
+        self.addresses.start()
         self.watcher.start()
+        self.board.record_engine(self.watcher.snapshot.engine_reachable)
         try:
             self._loop()
         finally:
             log.info("stopping keepalived (signal %s)", self._stop_signal)
             self.watcher.stop()
+            self.addresses.stop()
+            if self.lease is not None:
+                self.lease.stop()  # keepalived's graceful stop removes the VIPs; the lease must not fight it
             status = self.keepalived.stop()
             self.health.stop()
             self.fifo.stop()
+            self.hooks.stop(self.settings.notify_timeout)  # after the FIFO: keepalived's STOP reaches NOTIFY too
             signal.set_wakeup_fd(-1)
             self.pipe.close()
             log.info("keepalived stopped with status %s; supervisor exiting", status)
@@ -215,7 +255,8 @@ class Supervisor:
                 break
             now = time.monotonic()
             self._step("keepalived", self._watch_keepalived, now)
-            self._step("reaper", reap_orphans, {pid for pid in (self.keepalived.pid,) if pid is not None})
+            ours = {pid for pid in (self.keepalived.pid,) if pid is not None} | self.hooks.children()
+            self._step("reaper", reap_orphans, ours)
             due_retry = self._retry_at is not None and now >= self._retry_at
             if self.debouncer.due(now) or due_retry:
                 self.debouncer.clear()
@@ -266,25 +307,88 @@ class Supervisor:
         if status is not None and self._restart_at is None:
             ran = now - self._started_at
             self._failures = 1 if ran >= STABLE_RUN_SECONDS else self._failures + 1
-            delay = restart_delay(self._failures)
+            self._resume_masters = self._masters_to_resume()
+            # A keepalived that reached MASTER and healthy before dying is no crash loop: restart it at once.
+            delay = 0.0 if self._resume_masters else restart_delay(self._failures)
             log.error("keepalived exited with status %s after %.1f s; restarting in %.1f s", status, ran, delay)
             self._restart_at = now + delay
             self._component("keepalived", False, f"exited with status {status}; restarting in {delay:.1f} s")
         if self._restart_at is not None and now >= self._restart_at:
             self._restart_at = None
+            if self._resume_masters:
+                self._install_resume_plan()
             self._start_keepalived()
             self._component("keepalived", True, "running")
+            if self._resume_masters:
+                log.info(
+                    "keepalived restarted keeping %s as MASTER; the real priority follows in a reload",
+                    ", ".join(sorted(self._resume_masters)),
+                )
+                self._resume_masters = frozenset()
+                self._retry_at = time.monotonic() + RESUME_RELOAD_AFTER
+
+    def _lease_targets(self) -> list[tuple[str, list[VirtualAddress]]]:
+        plan = self._plan
+        return [] if plan is None else [(i.interface, list(i.vips)) for i in plan.state.instances]
+
+    def _lease_allowed(self) -> bool:
+        """Renew while keepalived runs, or is about to run again (a restart that keeps its MASTER VIPs)."""
+        restart_at = self._restart_at
+        soon = restart_at is not None and restart_at - time.monotonic() <= 1.0
+        return self.keepalived.pid is not None or soon
+
+    def _masters_to_resume(self) -> frozenset[str]:
+        """Instances this node was MASTER of, healthy, with every VIP still on its interface: a crash of keepalived
+        must not cost them their VIPs, nor make the peer take over."""
+        plan = self._plan
+        if plan is None:
+            return frozenset()
+        names = set()
+        for instance in plan.state.instances:
+            entry = self.board.instances.get(instance.name)
+            if entry is None or entry.state != "MASTER" or not entry.healthy:
+                continue
+            if len(net.held_vips(instance.interface, instance.vips)) == len(instance.vips):
+                names.add(instance.name)
+        return frozenset(names)
+
+    def _install_resume_plan(self) -> None:
+        plan = make_plan(self.settings, self._snapshot, self._facts(), self._resume_masters)
+        try:
+            self.keepalived.config_test(plan.text)
+            self.keepalived.install(plan.text)
+        except (ConfigRejected, OSError) as error:
+            log.error("cannot keep the VIPs across the keepalived restart: %s", error)
+            self._resume_masters = frozenset()
+
+    def _on_address_change(self) -> None:
+        """Address-watch thread: a VIP may have come or gone."""
+        try:
+            self._record_held()
+        except Exception:
+            log.exception("recording the VIPs held failed")
+
+    def _record_held(self) -> None:
+        """Whether each instance's VIPs are on this host now; called on every netlink address event (and by the
+        once-a-second poll as a safety net)."""
+        plan = self._plan
+        if plan is None:
+            return
+        for instance in plan.state.instances:
+            self.board.record_vips_held(instance.name, bool(net.held_vips(instance.interface, instance.vips)))
 
     def _poll(self) -> None:
-        """Once a second: whether the VIPs are held, re-created interfaces, and the health of every part."""
+        """Once a second: re-created interfaces, the health of every part, and (again) whether the VIPs are held."""
         plan = self._plan
         if plan is not None:
-            for instance in plan.state.instances:
-                held = bool(net.held_vips(instance.interface, instance.vips))
-                self.board.record_vips_held(instance.name, held)
+            self._record_held()
             self._check_interfaces(plan)
         parts: dict[str, Callable[[], str | None]] = {"docker watcher": self.watcher_problem}
         parts["health"] = self.health.problem
+        if self.lease is not None:
+            parts["vip lease"] = self.lease.problem
+        parts["notify hooks"] = self.hooks.problem
+        parts["address watcher"] = self.addresses.problem
         if self.fifo is not None:
             parts["notify"] = self.fifo.problem
         for name, problem in parts.items():
@@ -347,7 +451,7 @@ class Supervisor:
             applied = self._apply(plan)
         except (ConfigRejected, OSError) as error:
             self._retry_at = time.monotonic() + self._retry_delay
-            log.error("new configuration not applied, the running one stays (retry in %.0f s): %s",
+            log.error("new configuration rejected, the running one stays (retry in %.0f s): %s",
                       self._retry_delay, error)  # fmt: skip
             self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
             self.board.record_config_error(str(error))
@@ -396,13 +500,8 @@ def _record_pending(board: StatusBoard, problems: list[str]) -> None:
     board.record_pending_problems(list(problems))
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def run(settings: Settings) -> int:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    for note in settings.notes:
+        log.warning("%s", note)
     return Supervisor(settings).run()

@@ -95,13 +95,16 @@ def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None
 def _managed_vips(settings: Settings) -> frozenset[IPAddress]:
     """The VIPs a running supervisor's keepalived may hold here (from its status), so they are not taken for the
     host's own addresses."""
+    from supervisor.adapters.keepalived import KeepalivedPaths, installed_vips
     from supervisor.adapters.status import read_status
 
+    vips: set[IPAddress] = {vip.address for vip in settings.virtual_ips}
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        vips |= installed_vips(KeepalivedPaths(settings.run_dir).config.read_text(encoding="utf-8"))
     try:
         data = read_status(settings.run_dir)
     except (OSError, ValueError):
-        return frozenset()
-    vips: set[IPAddress] = set()
+        return frozenset(vips)
     for entry in data.get("instances", []):
         for vip in entry.get("vips", []):
             with contextlib.suppress(ValueError):

@@ -9,8 +9,10 @@ replaces the installed one, so a rejected config never reaches the running daemo
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -20,11 +22,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.adapters.files import write_atomically
+from supervisor.core.validate import IPAddress
 
 log = logging.getLogger(__name__)
 keepalived_log = logging.getLogger("keepalived")
 
 CONFIG_TEST_TIMEOUT = 20.0
+
+
+_VIP_LINE = re.compile(r"^\s+([0-9A-Fa-f.:]+)/\d+ dev \S+\s*$", re.MULTILINE)
+
+
+def installed_vips(text: str | None) -> frozenset[IPAddress]:
+    """The VIPs of an installed keepalived.conf (ours, rendered by the template), for telling them from host
+    addresses after a restart."""
+    found: set[IPAddress] = set()
+    for match in _VIP_LINE.finditer(text or ""):
+        with contextlib.suppress(ValueError):
+            found.add(ipaddress.ip_address(match.group(1)))
+    return frozenset(found)
 
 
 class ConfigRejected(Exception):

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable
+import select
+import threading
+from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR
 
 from supervisor.core.plan import HostFacts
 from supervisor.core.validate import IPAddress, VirtualAddress
@@ -97,3 +100,44 @@ def host_facts(managed_vips: frozenset[IPAddress] = frozenset()) -> HostFacts:
     return HostFacts(
         interfaces={name: tuple(addresses) for name, addresses in interfaces.items()}, managed_vips=managed_vips
     )
+
+
+class AddressWatcher:
+    """Calls `on_change` whenever an address appears or disappears in this network namespace (netlink events).
+
+    `status` shows whether a VIP is held from these events, not from a poll. The IPRoute socket is created in the
+    watcher's own thread (pyroute2 0.9 wants that); any error is logged, the socket is opened again after a pause,
+    and the thread goes on.
+    """
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="address-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def problem(self) -> str | None:
+        if self._thread.ident is not None and not self._thread.is_alive() and not self._stop.is_set():
+            return "the netlink address watcher stopped"
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with IPRoute() as ipr:
+                    ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+                    while not self._stop.is_set():
+                        ready, _, _ = select.select([ipr.fileno()], [], [], 0.5)
+                        if not ready:
+                            continue
+                        messages = ipr.get()
+                        if any(m.get("event") in {"RTM_NEWADDR", "RTM_DELADDR"} for m in messages):
+                            self.on_change()
+            except Exception as error:  # the thread must outlive any netlink hiccup
+                log.warning("address watcher: %s; reopening in 1 s", error)
+                self._stop.wait(1.0)

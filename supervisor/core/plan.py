@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from supervisor.core.checks import Member, plan_members
 from supervisor.core.labels import LabelProblem, ServiceSpec, explicitly_disabled, joined_service, parse_service
-from supervisor.core.model import ENV_SOURCE, DesiredState, build_desired_state
+from supervisor.core.model import DesiredState, build_desired_state
 from supervisor.core.render import render
 from supervisor.core.settings import Settings
 from supervisor.core.snapshot import ContainerInfo, Snapshot
@@ -107,21 +107,34 @@ def _joins_by_itself(container: ContainerInfo, settings: Settings) -> str | None
     return "check_port" if settings.discover_check_port and port is not None and publishes else None
 
 
-def make_plan(settings: Settings, snapshot: Snapshot, host: HostFacts) -> Plan:
-    """Plan this node: which instances, with which exact config text, which health members, and what was left out."""
+#: keepalived starts an instance with this priority (the address owner's) and state MASTER straight in MASTER,
+#: re-adding its VIPs within microseconds of removing them; any lower priority waits a master-down time first.
+OWNER_PRIORITY = 255
+
+
+def make_plan(
+    settings: Settings, snapshot: Snapshot, host: HostFacts, resume_masters: frozenset[str] = frozenset()
+) -> Plan:
+    """Plan this node: which instances, with which exact config text, which health members, and what was left out.
+
+    `resume_masters` names instances that were MASTER and healthy when keepalived died unexpectedly: for the one
+    start that follows, they start as MASTER with the owner's priority, so the VIPs stay and the peer sees no gap.
+    The next reconcile renders the real priority again (a reload), so the node never fights a better peer for long.
+    """
     fatal: list[str] = []
     if settings.virtual_ips and host.known and settings.interface not in host.interfaces:
         fatal.append(f"INTERFACE={settings.interface!r}: no such interface on this host")
     specs, problems = plan_services(snapshot.containers, settings, host)
     own = host.own_addresses() if host.known else frozenset()
     state = build_desired_state(settings, specs, own)
-    for instance in state.instances:
-        if instance.source == ENV_SOURCE:
-            taken = sorted(str(vip.address) for vip in instance.vips if vip.address in own)
-            if taken:
-                fatal.append(f"VIRTUAL_IP={','.join(taken)}: is an address of this host, not a virtual IP")
     all_problems = (*problems, *state.problems)
-    state = replace(state, problems=all_problems)
+    instances = tuple(
+        replace(i, state="MASTER", priority=OWNER_PRIORITY, nopreempt=False, preempt_delay=None)
+        if i.name in resume_masters
+        else i
+        for i in state.instances
+    )
+    state = replace(state, instances=instances, problems=all_problems)
     members = health_members(state, settings, snapshot, host)
     return Plan(state=state, text=render(state), members=members, problems=all_problems, fatal=tuple(fatal))
 

@@ -101,7 +101,7 @@ def test_full_run_dir_keeps_the_old_config_and_applies_the_change_later(lab: Lab
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
         settings.write_text("PRIORITY=120\n")
         node.signal(signal.SIGHUP)
-        wait_until(lambda: "not applied" in node.log_text(), 10, "the failed reload reported in the log")
+        wait_until(lambda: "new configuration rejected" in node.log_text(), 10, "the failed reload reported in the log")
         time.sleep(2)  # a retry or two under a full disk
         assert alive(node), node.log_text()[-3000:]
         assert "priority 100" in config(node), "the running config stays while the disk is full"

@@ -1,0 +1,263 @@
+"""The VIP lease: every virtual IP this node holds carries a short kernel lifetime, renewed while we live.
+
+Why it exists. keepalived adds VIPs with an infinite lifetime and removes them itself on a graceful stop. If the
+supervisor and keepalived are killed hard (SIGKILL, OOM killer, a container runtime that gives up on the stop
+timeout) nothing removes them: the peer stops hearing adverts, becomes master after its master-down time and adds
+the same address, and this host keeps answering ARP/ND for it too, forever. With a lease the kernel itself removes
+the address shortly after the last renewal, whoever dies.
+
+How. A daemon thread ("vip-lease") wakes every ``renew_every`` seconds and, for each VIP of the current plan that
+is PRESENT on its interface (exact address and prefix), sets valid_lft = preferred_lft = ``lease_seconds`` with an
+RTM_NEWADDR/NLM_F_REPLACE request (pyroute2 ``IPRoute.addr("replace", ...)``, the same request as
+``ip addr change ... valid_lft N preferred_lft N``). For IPv4 the kernel keeps every attribute of the existing
+address (label, scope, broadcast, secondary flag) and only takes the lifetimes, the metric and the protocol from
+the request; for IPv6 it also takes the flags. The request therefore repeats what the dump showed (flags such as
+nodad and noprefixroute, label, broadcast, scope, metric, protocol) so nothing but the lifetimes changes.
+
+It never adds an address: presence is keepalived's. The kernel has no "modify only if it exists" for addresses
+(NLM_F_REPLACE without NLM_F_CREATE still creates), so an address keepalived deletes in the microseconds between
+our dump and our request comes back, with the lease lifetime: at worst a duplicate for ``lease_seconds``.
+
+When ``allowed()`` is false (the run loop passes "keepalived is running") nothing is renewed and the lease runs
+out. ``stop()`` leaves the lifetimes as they are: on a graceful stop keepalived removes its VIPs itself, and on a
+stop that is not followed by keepalived's, the lease running out is exactly what we want. ``release_forever``
+puts the infinite lifetime back, for when the lease is turned off at runtime.
+
+Margins (defaults: lease 2 s, renew every 0.5 s). The kernel counts lifetimes in whole seconds and runs its
+expiry work on its own schedule: an address given 1 s disappears after about 1.04 s, one given 2 s after about
+2.08 s. After a hard kill the address therefore lingers at most about ``lease_seconds`` (+0.1 s) after the last
+renewal. While we live, a renewal thread that stalls costs the VIP only after ``lease_seconds - renew_every`` =
+1.5 s of stall, which a healthy thread never comes near. A lapse while keepalived lives is not silent:
+keepalived 2.2.7 sees the address go ("Netlink reflector reports IP ... removed"), enters BACKUP, sends a
+priority-0 advert (the peer takes over at once) and, with no peer, becomes MASTER again about a second later and
+adds the address back with an infinite lifetime. That is why ``allowed()`` must be true whenever keepalived runs.
+
+The window that remains. The peer takes over after its master-down time, 3 x advert + skew (skew = (256 -
+priority) / 256 x advert). With the default 1 s advert that is over 3 s, longer than the 2 s lease (gone at most
+about 2.1 s after the kill), so a hard-killed node has let go before the peer takes the address. With sub-second
+adverts the master-down time (about 3 x advert) can be shorter than even the shortest lease (1 s, the kernel's
+unit), so after a hard kill a window of up to ``lease_seconds + 0.1 - master_down`` with two holders remains
+(e.g. advert 0.2 s, peer priority 100: master-down about 0.72 s; lease 1 s leaves up to about 0.4 s, lease 2 s up
+to about 1.4 s). Also, an address keepalived (re)adds has an infinite lifetime until our next turn, so a kill
+within ``renew_every`` of a transition to master leaves that address without a lease.
+
+IPv6 VIPs are leased the same way. Kernel quirk seen on Linux 6.x: changing the lifetime of an IPv6 address gives
+its prefix route (if it has one) a bogus, already-passed expiry (``ip -6 route`` shows "expires -17180000sec"), and
+when the address expires that route is left behind. The route stays usable (the kernel has not garbage-collected
+it in a minute of watching) and an on-link route to the subnet is harmless on a node that no longer holds the VIP.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from supervisor.core.validate import VirtualAddress
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 2
+"""The lifetime given to a held VIP; the kernel's unit is a whole second, 1 is the shortest."""
+DEFAULT_RENEW_EVERY = 0.5
+"""Seconds between renewals: a stalled renewal thread costs the VIP after DEFAULT_LEASE_SECONDS - this."""
+FOREVER = 0xFFFFFFFF
+"""The kernel's infinite lifetime (INFINITY_LIFE_TIME)."""
+MAX_LEASE_SECONDS = 3600
+THREAD_NAME = "vip-lease"
+
+Targets = Callable[[], list[tuple[str, list[VirtualAddress]]]]
+
+# Attributes of the dumped address that the request repeats, so that only the lifetimes change
+# (pyroute2 keyword -> netlink attribute).
+_KEPT_ATTRIBUTES = {
+    "local": "IFA_LOCAL",
+    "label": "IFA_LABEL",
+    "broadcast": "IFA_BROADCAST",
+    "rt_priority": "IFA_RT_PRIORITY",
+    "proto": "IFA_PROTO",
+}
+
+
+def _address_of(message: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on point-to-point links).
+    value = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
+    return ipaddress.ip_address(value) if value else None
+
+
+def set_lifetime(ipr: IPRoute, interface: str, vips: Iterable[VirtualAddress], seconds: int) -> list[VirtualAddress]:
+    """Give each of `vips` present on `interface` (exact address and prefix) the lifetime `seconds` (FOREVER for
+    infinite), keeping every other attribute; returns the VIPs changed. Absent VIPs are left absent."""
+    wanted = set(vips)
+    found = ipr.link_lookup(ifname=interface)
+    if not wanted or not found:
+        return []
+    index = int(found[0])
+    changed: list[VirtualAddress] = []
+    for message in ipr.get_addr(index=index):
+        address = _address_of(message)
+        if address is None:
+            continue
+        vip = VirtualAddress(address, int(message["prefixlen"]))
+        if vip not in wanted:
+            continue
+        request: dict[str, Any] = {
+            "index": index,
+            "family": int(message["family"]),
+            "address": message.get("IFA_ADDRESS") or str(address),
+            "prefixlen": vip.prefix,
+            "scope": int(message["scope"]),
+            "flags": int(message.get("IFA_FLAGS") or message["flags"]),
+            "valid_lft": seconds,
+            "preferred_lft": seconds,
+        }
+        for keyword, attribute in _KEPT_ATTRIBUTES.items():
+            value = message.get(attribute)
+            if value is not None:
+                request[keyword] = value
+        ipr.addr("replace", **request)
+        changed.append(vip)
+    return changed
+
+
+def release_forever(interface: str, vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
+    """Put the infinite lifetime back on any of `vips` present on `interface` (the lease was turned off at
+    runtime); returns the VIPs changed. Opens its own netlink socket in the calling thread."""
+    with IPRoute() as ipr:
+        released = set_lifetime(ipr, interface, vips, FOREVER)
+    for vip in released:
+        log.info("virtual IP %s on %s: lease released, lifetime forever again", vip, interface)
+    return released
+
+
+class VipLease:
+    """Keeps a short kernel lifetime on every held VIP of the plan, renewed by a thread of its own (see module)."""
+
+    release_forever = staticmethod(release_forever)
+
+    def __init__(self, lease_seconds: int, renew_every: float, targets: Targets, allowed: Callable[[], bool]) -> None:
+        if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, int):
+            raise TypeError("lease_seconds must be a whole number of seconds (the kernel's unit)")
+        if not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
+            raise ValueError(f"lease_seconds must be from 1 to {MAX_LEASE_SECONDS}")
+        if not 0 < renew_every < lease_seconds:
+            raise ValueError("renew_every must be more than 0 and less than lease_seconds")
+        self.lease_seconds = lease_seconds
+        self.renew_every = float(renew_every)
+        self._targets = targets
+        self._allowed = allowed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._failing_since: float | None = None
+        self._last_error: str | None = None
+        self._heartbeat = time.monotonic()
+        self._logged: set[str] = set()
+        self._renewing = False
+        self.turns = 0
+        self.renewals = 0
+
+    # -- public -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("VipLease.start() called twice")
+        self._heartbeat = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop renewing; the lifetimes already set stay (graceful removal is keepalived's job)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def problem(self) -> str | None:
+        """Why the lease is not doing its job (None when it is): thread dead or stalled, or renewals failing for
+        more than lease_seconds."""
+        if self._thread is None or self._stop.is_set():
+            return None
+        now = time.monotonic()
+        with self._lock:
+            failing_since, last_error, heartbeat = self._failing_since, self._last_error, self._heartbeat
+        if not self._thread.is_alive():
+            return "the VIP lease thread has died: held VIPs will expire"
+        stalled = now - heartbeat
+        if stalled > self.lease_seconds + self.renew_every:
+            return f"the VIP lease thread has not completed a turn for {stalled:.1f} s: held VIPs may expire"
+        if failing_since is not None and now - failing_since > self.lease_seconds:
+            return f"renewing VIP leases has failed for {now - failing_since:.1f} s: {last_error}"
+        return None
+
+    # -- thread -------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        ipr: IPRoute | None = None
+        next_turn = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                try:
+                    if ipr is None:
+                        ipr = IPRoute()  # created in this thread: pyroute2's sync IPRoute is bound to its thread
+                    self._turn(ipr)
+                    self._succeeded()
+                except Exception as exc:
+                    self._failed(exc)
+                    if ipr is not None:
+                        _close_quietly(ipr)
+                        ipr = None
+                with self._lock:
+                    self._heartbeat = time.monotonic()
+                next_turn += self.renew_every
+                now = time.monotonic()
+                next_turn = max(next_turn, now)  # a turn overran: keep the period, drop the missed turns
+                self._stop.wait(next_turn - now)
+        finally:
+            if ipr is not None:
+                _close_quietly(ipr)
+
+    def _turn(self, ipr: IPRoute) -> None:
+        self.turns += 1
+        if not self._allowed():
+            if self._renewing:
+                log.info("VIP lease: not renewing (keepalived is not running); held VIPs expire in %d s",
+                         self.lease_seconds)  # fmt: skip
+            self._renewing = False
+            return
+        if not self._renewing:
+            log.info("VIP lease: renewing held VIPs every %g s with a %d s lifetime", self.renew_every,
+                     self.lease_seconds)  # fmt: skip
+        self._renewing = True
+        for interface, vips in self._targets():
+            self.renewals += len(set_lifetime(ipr, interface, vips, self.lease_seconds))
+
+    def _succeeded(self) -> None:
+        with self._lock:
+            recovered = self._failing_since is not None
+            self._failing_since = None
+            self._last_error = None
+        if recovered:
+            log.info("VIP lease: renewals work again")
+            self._logged.clear()
+
+    def _failed(self, exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+            self._last_error = text
+        if text not in self._logged and len(self._logged) < 64:
+            self._logged.add(text)
+            log.warning("VIP lease: renewal failed (%s); retrying every %g s", text, self.renew_every, exc_info=exc)
+
+
+def _close_quietly(ipr: IPRoute) -> None:
+    try:
+        ipr.close()
+    except Exception:  # a broken socket may fail to close; it is dropped either way
+        log.debug("closing the lease's netlink socket failed", exc_info=True)

@@ -1,0 +1,134 @@
+"""Through the built image: a keepalived crash on the MASTER costs nothing, and a killed supervisor leaves no duplicate.
+
+Two simulated hosts (lab.hosts), each running the supervisor container in its network namespace, unicast VRRP v3,
+advert 1 s, priorities 254/250. A sampler looks at both hosts every few tens of milliseconds and counts the samples
+where nobody holds the VIP and where both do.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import docker.errors
+
+from lab.engine import SUPERVISOR_IMAGE, engine_client, wait_until
+from lab.hosts import HostLab, SimHost
+from tests.conftest import require
+
+VIP = "198.51.100.100"
+LABELS = {"keepalived.enable": "true", "keepalived.port": "80", "keepalived.check": "http"}
+
+
+def require_image() -> None:
+    try:
+        engine_client().images.get(SUPERVISOR_IMAGE)
+        built = True
+    except docker.errors.ImageNotFound:
+        built = False
+    require(built, f"the image {SUPERVISOR_IMAGE} is not built (scripts/test.sh builds it from the Dockerfile)")
+
+
+def start(lab: HostLab) -> tuple[SimHost, SimHost]:
+    h1, h2 = lab.add_host("h1", 11), lab.add_host("h2", 12)
+    h1.add_service("s1", LABELS)
+    h2.add_service("s2", LABELS)
+    peers = f"{h1.address},{h2.address}"
+    for host, priority in ((h1, 254), (h2, 250)):
+        host.start_supervisor_container(
+            {"VIRTUAL_IP": VIP, "VRID": "52", "PRIORITY": str(priority), "UNICAST_PEERS": peers}
+        )
+    return h1, h2
+
+
+def only_on(lab: HostLab, host: SimHost) -> Callable[[], bool]:
+    return lambda: host.has(VIP) and all(not other.has(VIP) for other in lab.hosts if other is not host)
+
+
+class HolderSampler:
+    """Samples every host in the background: how many samples saw no holder, and how many saw two."""
+
+    def __init__(self, lab: HostLab) -> None:
+        self.lab = lab
+        self.samples = 0
+        self.none = 0
+        self.two = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            held = sum(host.has(VIP) for host in self.lab.hosts)
+            self.samples += 1
+            self.none += held == 0
+            self.two += held > 1
+
+    def __enter__(self) -> HolderSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def keepalived_pids(host: SimHost) -> list[int]:
+    """Host pids of every keepalived process inside the host's supervisor container (parent and VRRP child)."""
+    assert host.supervisor_container is not None
+    top = host.supervisor_container.container.top(ps_args="-eo pid,comm")
+    return [int(row[0]) for row in top.get("Processes") or [] if row[1] == "keepalived"]
+
+
+def state_of(host: SimHost) -> str:
+    assert host.supervisor_container is not None
+    instances = host.supervisor_container.status().get("instances") or [{}]
+    return str(instances[0].get("state", ""))
+
+
+def test_keepalived_sigkill_on_the_master_ten_times_never_leaves_the_vip(hostlab: HostLab) -> None:
+    require_image()
+    h1, _ = start(hostlab)
+    wait_until(only_on(hostlab, h1), 60, "the VIP on h1")
+    wait_until(lambda: state_of(h1) == "MASTER", 20, "h1 reporting MASTER")
+    time.sleep(2)
+    with HolderSampler(hostlab) as sampler:
+        for round_number in range(10):
+            before = keepalived_pids(h1)
+            assert before, "no keepalived found in h1's supervisor container"
+            for pid in before:
+                os.kill(pid, signal.SIGKILL)
+            wait_until(
+                lambda b=before: bool(keepalived_pids(h1)) and not set(keepalived_pids(h1)) & set(b),  # type: ignore[misc]
+                10,
+                f"keepalived restarted (round {round_number})",
+            )
+            wait_until(lambda: state_of(h1) == "MASTER", 10, f"h1 MASTER again (round {round_number})")
+            time.sleep(2.5)  # the reload back to the real priority, and a quiet moment
+    assert h1.supervisor_container is not None
+    logs = h1.supervisor_container.logs()
+    assert logs.count("keeping VI_52 as MASTER") >= 10, logs[-3000:]
+    print(f"keepalived SIGKILL x10: {sampler.samples} samples, {sampler.none} without a holder, {sampler.two} with two")
+    assert sampler.samples > 100
+    assert sampler.none == 0 and sampler.two == 0, (sampler.none, sampler.two)
+    assert only_on(hostlab, h1)()
+
+
+def test_docker_kill_of_the_master_supervisor_leaves_no_duplicate(hostlab: HostLab) -> None:
+    require_image()
+    h1, h2 = start(hostlab)
+    wait_until(only_on(hostlab, h1), 60, "the VIP on h1")
+    time.sleep(2)
+    assert h1.supervisor_container is not None
+    with HolderSampler(hostlab) as sampler:
+        killed = time.monotonic()
+        h1.supervisor_container.container.kill()
+        # master-down at advert 1 s and priority 250: 3 x 1 + (256 - 250) / 256 s; plus one second.
+        took = wait_until(only_on(hostlab, h2), 3 + 6 / 256 + 1, "the backup alone holding the VIP")
+        time.sleep(max(0.0, 12 - (time.monotonic() - killed)))
+    print(f"supervisor SIGKILL: backup alone after {took * 1000:.0f} ms; {sampler.samples} samples, {sampler.two} two")
+    assert sampler.samples > 100
+    assert sampler.two == 0, f"{sampler.two} of {sampler.samples} samples saw two holders"
+    assert only_on(hostlab, h2)()
