@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # a failed reconcile is tried again after 1 s, doubling up to 30 s
 LEASE_RENEW_EVERY = 0.5  # with a 2 s lease, the renew thread may stall 1.5 s before a healthy MASTER loses its VIP
-RESUME_RELOAD_AFTER = 1.0  # after a restart that kept the VIPs, the real priorities return in a reload this much later
+RESUME_RELOAD_AFTER = 1.0
+RESUME_HOLD_SECONDS = 2  # the VIP's copy on lo during such a restart expires by itself (kernel lifetime)  # after a restart that kept the VIPs, the real priorities return in a reload this much later
 STEP_FAILURES_RED = 3  # a loop step that failed this many times in a row makes the node unhealthy
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # keepalived writes its data and stats files on these
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *FORWARDED_SIGNALS)
@@ -308,7 +309,8 @@ class Supervisor:
             ran = now - self._started_at
             self._failures = 1 if ran >= STABLE_RUN_SECONDS else self._failures + 1
             self._resume_masters = self._masters_to_resume()
-            # A keepalived that reached MASTER and healthy before dying is no crash loop: restart it at once.
+            if self._resume_masters:  # it reached MASTER and healthy before dying: no crash loop, restart at once
+                self._failures = 0
             delay = 0.0 if self._resume_masters else restart_delay(self._failures)
             log.error("keepalived exited with status %s after %.1f s; restarting in %.1f s", status, ran, delay)
             self._restart_at = now + delay
@@ -346,10 +348,12 @@ class Supervisor:
         names = set()
         for instance in plan.state.instances:
             entry = self.board.instances.get(instance.name)
-            if entry is None or entry.state != "MASTER" or not entry.healthy:
-                continue
-            if len(net.held_vips(instance.interface, instance.vips)) == len(instance.vips):
+            held = len(net.held_vips(instance.interface, instance.vips))
+            if entry is not None and entry.state == "MASTER" and entry.healthy and held == len(instance.vips):
                 names.add(instance.name)
+            elif entry is not None and entry.state == "MASTER":
+                log.info("%s not kept as MASTER across the restart: healthy %s, %d of %d VIPs held",
+                         instance.name, entry.healthy, held, len(instance.vips))  # fmt: skip
         return frozenset(names)
 
     def _install_resume_plan(self) -> None:
@@ -357,6 +361,9 @@ class Supervisor:
         try:
             self.keepalived.config_test(plan.text)
             self.keepalived.install(plan.text)
+            for instance in plan.state.instances:
+                if instance.name in self._resume_masters:
+                    net.hold_on_loopback(instance.vips, RESUME_HOLD_SECONDS)
         except (ConfigRejected, OSError) as error:
             log.error("cannot keep the VIPs across the keepalived restart: %s", error)
             self._resume_masters = frozenset()

@@ -141,3 +141,32 @@ class AddressWatcher:
             except Exception as error:  # the thread must outlive any netlink hiccup
                 log.warning("address watcher: %s; reopening in 1 s", error)
                 self._stop.wait(1.0)
+
+
+def hold_on_loopback(vips: Iterable[VirtualAddress], seconds: int) -> list[VirtualAddress]:
+    """Put each VIP (as a host address) on `lo` for `seconds`, while keepalived restarts on a MASTER.
+
+    keepalived removes an instance's VIPs when it starts and adds them back as MASTER a moment later; this copy keeps
+    the host answering for them in between (Linux answers ARP on eth0 for an address on any interface). The kernel
+    removes the copy when its lifetime ends, also when the supervisor dies meanwhile.
+    """
+    added: list[VirtualAddress] = []
+    with IPRoute() as ipr:
+        index = _index(ipr, "lo")
+        if index is None:
+            return added
+        for vip in vips:
+            host_prefix = 32 if vip.version == 4 else 128
+            try:
+                ipr.addr(
+                    "add",
+                    index=index,
+                    address=str(vip.address),
+                    prefixlen=host_prefix,
+                    valid_lft=seconds,
+                    preferred_lft=seconds,
+                )
+                added.append(vip)
+            except Exception as error:  # already there, or refused: the restart goes on without the copy
+                log.warning("cannot hold %s on lo during the keepalived restart: %s", vip.address, error)
+    return added
