@@ -44,6 +44,7 @@ class Instance:
     track_file: Path
     source: str  # "environment" or the name of the container that defined it
     auth_pass: Secret | None = None
+    auth_type: str | None = None  # PASS or AH whenever auth_pass is set
     unicast_src_ip: IPAddress | None = None
     unicast_peers: tuple[IPAddress, ...] = ()
     nopreempt: bool = False
@@ -112,6 +113,7 @@ def build_desired_state(
             track_file=track_file_path(settings.run_dir, instance_name(vrid)),
             source=source,
             auth_pass=settings.auth_pass,
+            auth_type=(settings.auth_type or "PASS") if settings.auth_pass is not None else None,
             # keepalived refuses a unicast source without peers (a lone node whose list named only itself).
             unicast_src_ip=src if src is not None and src.version == family and family_peers else None,
             unicast_peers=family_peers,

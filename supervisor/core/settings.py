@@ -10,6 +10,15 @@ message depends on a secret's value.
 
 Optionally SETTINGS_FILE names a file of KEY=VALUE lines that override the environment; the supervisor reads it
 again on SIGHUP, which lets a running node change its configuration without a restart.
+
+Before anything is checked, two things are read into the variables they stand for:
+
+- every secret variable NAME may instead be given as NAME_FILE, a file holding the value (Docker secrets live at
+  /run/secrets/NAME); problems with such a value name NAME_FILE, and never show the file's content;
+- osixia/keepalived's variables (KEEPALIVED_INTERFACE, KEEPALIVED_VIRTUAL_IPS, ...; ``OSIXIA_VARIABLES``) are read
+  as ours, ours winning when both are set (a note, returned in ``Settings.notes``, says which was ignored); problems
+  with such a value name the osixia variable. Any other KEEPALIVED_* variable is a problem: it is a typo or
+  something this supervisor does not do.
 """
 
 from __future__ import annotations
@@ -32,10 +41,16 @@ from supervisor.core.validate import (
     parse_command,
     parse_config_word,
     parse_http_path,
+    parse_http_url,
     parse_int,
     parse_interface,
     parse_ip,
     parse_label_prefix,
+    parse_listen_address,
+    parse_log_format,
+    parse_osixia_list,
+    parse_osixia_peer,
+    parse_osixia_vip,
     parse_path,
     parse_port,
     parse_seconds,
@@ -48,6 +63,9 @@ T = TypeVar("T")
 
 SETTINGS_FILE_MAX_BYTES = 1024 * 1024
 """SETTINGS_FILE is read only when it is a regular file of at most this many bytes (1 MiB)."""
+SECRET_FILE_MAX_BYTES = 4096
+"""A NAME_FILE (a secret's file) is read only when it is a regular file of at most this many bytes (4 KiB)."""
+FILE_SUFFIX = "_FILE"
 AUTH_PASS_MAX_BYTES = 8
 _AUTH_PASS_FORBIDDEN = frozenset(" \"'{}#!\\;$")
 # One fixed sentence whatever is wrong with the password, so a message never tells anything about the secret.
@@ -166,6 +184,26 @@ def _parse_settings_file(raw: str) -> Path:
     return Path(raw.strip())
 
 
+def _parse_secret_path(raw: str) -> Path:
+    text = raw.strip()
+    if not text.startswith("/") or "\0" in text or byte_length(text) > 4096:
+        raise InvalidValue("expected the absolute path of a file, like /run/secrets/auth_pass")
+    return Path(text)
+
+
+def _parse_auth_type(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"PASS", "AH"}:
+        raise InvalidValue("expected PASS or AH")
+    return value
+
+
+def _parse_metadata_url(raw: str) -> str | None:
+    if raw.strip().lower() in {"off", "none"}:
+        return None
+    return parse_http_url(raw)
+
+
 # --- the table of settings ---------------------------------------------------------------------------------------
 
 
@@ -212,11 +250,33 @@ VRRP_VERSION = SettingSpec("VRRP_VERSION", "3 (2 with `AUTH_PASS`)", "2 or 3; IP
 AUTH_PASS: SettingSpec[Secret | None] = SettingSpec(
     "AUTH_PASS",
     "none",
-    "VRRP v2 PASS authentication, 1-8 bytes of printable ASCII (no spaces, quotes, braces, `#`, `!`, `\\`, `;` or "
-    "`$`); never logged",
+    "VRRP v2 authentication password (the AH key with `AUTH_TYPE=AH`), 1-8 bytes of printable ASCII (no spaces, "
+    "quotes, braces, `#`, `!`, `\\`, `;` or `$`); never logged",
     _parse_auth_pass,
     None,
     secret=True,
+)
+
+
+def _file_spec(secret: SettingSpec[Any]) -> SettingSpec[Path | None]:
+    """NAME_FILE: the file holding the secret NAME (every secret spec has one; a unit test checks)."""
+    return SettingSpec(
+        secret.name + FILE_SUFFIX,
+        "none",
+        f"a file holding `{secret.name}` (one trailing newline dropped), such as a Docker secret "
+        f"`/run/secrets/NAME`: a regular file of at most 4 KiB; not together with `{secret.name}`",
+        _parse_secret_path,
+        None,
+    )
+
+
+AUTH_PASS_FILE = _file_spec(AUTH_PASS)
+AUTH_TYPE: SettingSpec[str | None] = SettingSpec(
+    "AUTH_TYPE",
+    "none (PASS with `AUTH_PASS`)",
+    "`PASS` or `AH` (IPsec AH, keyed with `AUTH_PASS`, as the old shell image used); VRRP v2 only, needs `AUTH_PASS`",
+    _parse_auth_type,
+    None,
 )
 UNICAST_SRC_IP: SettingSpec[IPAddress | None] = SettingSpec(
     "UNICAST_SRC_IP", "interface address", "source of unicast adverts", parse_ip, None
@@ -241,6 +301,14 @@ PREEMPT_DELAY: SettingSpec[float | None] = SettingSpec(
     "seconds a higher-priority host waits before taking the VIP back",
     _seconds(0, 1000),
     None,
+)
+VIP_LEASE = SettingSpec(
+    "VIP_LEASE",
+    "2",
+    "seconds a held VIP lives in the kernel unless renewed (renewed while keepalived runs), so a VIP a hard kill "
+    "left behind goes by itself; 1-3600, `0` turns the lease off",
+    _whole(0, 3600),
+    2,
 )
 CHECK_PORT: SettingSpec[int | None] = SettingSpec(
     "CHECK_PORT",
@@ -274,6 +342,27 @@ HEALTH_POLICY = SettingSpec(
     _parse_policy,
     "any",
 )
+NOTIFY: SettingSpec[str | None] = SettingSpec(
+    "NOTIFY",
+    "none",
+    "a command run at every state change of an instance, called as keepalived calls `notify`: with `INSTANCE`, the "
+    "instance's name, its new state and its priority appended; an absolute path and plain arguments, like "
+    "`CHECK_SCRIPT`",
+    parse_command,
+    None,
+)
+NOTIFY_MASTER: SettingSpec[str | None] = SettingSpec(
+    "NOTIFY_MASTER", "none", "like `NOTIFY`, but only when an instance becomes MASTER", parse_command, None
+)
+NOTIFY_BACKUP: SettingSpec[str | None] = SettingSpec(
+    "NOTIFY_BACKUP", "none", "like `NOTIFY`, but only when an instance becomes BACKUP", parse_command, None
+)
+NOTIFY_FAULT: SettingSpec[str | None] = SettingSpec(
+    "NOTIFY_FAULT", "none", "like `NOTIFY`, but only when an instance becomes FAULT", parse_command, None
+)
+NOTIFY_TIMEOUT = SettingSpec(
+    "NOTIFY_TIMEOUT", "10", "seconds a notify command may run before it is killed, 0.1-300", _seconds(0.1, 300), 10.0
+)
 LABEL_PREFIX = SettingSpec(
     "LABEL_PREFIX", "`keepalived.`", "the prefix of the container labels below", parse_label_prefix, "keepalived."
 )
@@ -292,6 +381,13 @@ DISCOVER_CHECK_PORT = SettingSpec(
     "instance by itself, so its Docker events fail it at once; `false` turns this off",
     parse_bool,
     True,
+)
+RANCHER_METADATA_URL: SettingSpec[str | None] = SettingSpec(
+    "RANCHER_METADATA_URL",
+    "`http://rancher-metadata/2015-12-19`",
+    "Rancher 1.x's metadata service, an `http://` URL; `off` or `none` turns it off",
+    _parse_metadata_url,
+    "http://rancher-metadata/2015-12-19",
 )
 SCRIPT_USER = SettingSpec(
     "SCRIPT_USER",
@@ -329,6 +425,17 @@ RECONCILE_MAX_WAIT = SettingSpec(
     1.0,
 )
 LOG_LEVEL = SettingSpec("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", _parse_log_level, "INFO")
+LOG_FORMAT = SettingSpec(
+    "LOG_FORMAT", "text", "`text`, or `json` for one JSON object per line", parse_log_format, "text"
+)
+METRICS_ADDR: SettingSpec[str | None] = SettingSpec(
+    "METRICS_ADDR",
+    "0.0.0.0:9655",
+    "`HOST:PORT` where `/metrics` (Prometheus) and `/healthz` are served: an IPv4 address, an `[IPv6]` address or "
+    "no host (`:9655`, every address); 9655 is a port no common exporter uses; set it empty to turn this off",
+    parse_listen_address,
+    "0.0.0.0:9655",
+)
 SETTINGS_FILE: SettingSpec[Path | None] = SettingSpec(
     "SETTINGS_FILE",
     "none",
@@ -347,10 +454,13 @@ SETTING_SPECS: tuple[SettingSpec[Any], ...] = (
     ADVERT_INT,
     VRRP_VERSION,
     AUTH_PASS,
+    AUTH_PASS_FILE,
+    AUTH_TYPE,
     UNICAST_SRC_IP,
     UNICAST_PEERS,
     NOPREEMPT,
     PREEMPT_DELAY,
+    VIP_LEASE,
     CHECK_PORT,
     CHECK_IP,
     CHECK_HTTP_PATH,
@@ -361,20 +471,60 @@ SETTING_SPECS: tuple[SettingSpec[Any], ...] = (
     CHECK_RISE,
     CHECK_FALL,
     HEALTH_POLICY,
+    NOTIFY,
+    NOTIFY_MASTER,
+    NOTIFY_BACKUP,
+    NOTIFY_FAULT,
+    NOTIFY_TIMEOUT,
     LABEL_PREFIX,
     LABEL_SELECTOR,
     DISCOVER_CHECK_PORT,
+    RANCHER_METADATA_URL,
     SCRIPT_USER,
     RUN_DIR,
     KEEPALIVED_BIN,
     RECONCILE_MIN_WAIT,
     RECONCILE_MAX_WAIT,
     LOG_LEVEL,
+    LOG_FORMAT,
+    METRICS_ADDR,
     SETTINGS_FILE,
 )
 """Every environment variable the supervisor reads, in README order (DOCKER_HOST is docker-py's, not ours)."""
 
 SECRET_VARIABLES = frozenset(spec.name for spec in SETTING_SPECS if spec.secret)
+
+
+@dataclass(frozen=True)
+class OsixiaVariable:
+    """A variable of osixia/keepalived, read as one of ours."""
+
+    name: str
+    ours: SettingSpec[Any]
+    """The variable it is read as."""
+    also_ours: tuple[SettingSpec[Any], ...] = ()
+    """Other variables of ours that set the same thing (AUTH_PASS_FILE for AUTH_PASS): any of them set wins too."""
+    kind: str = "value"
+    """How its value becomes ours: `value` (as it is), `vips` or `peers` (osixia's list forms)."""
+
+
+OSIXIA_VARIABLES: tuple[OsixiaVariable, ...] = (
+    OsixiaVariable("KEEPALIVED_INTERFACE", INTERFACE),
+    OsixiaVariable("KEEPALIVED_VIRTUAL_IPS", VIRTUAL_IP, kind="vips"),
+    OsixiaVariable("KEEPALIVED_UNICAST_PEERS", UNICAST_PEERS, kind="peers"),
+    OsixiaVariable("KEEPALIVED_PRIORITY", PRIORITY),
+    OsixiaVariable("KEEPALIVED_PASSWORD", AUTH_PASS, also_ours=(AUTH_PASS_FILE,)),
+    OsixiaVariable("KEEPALIVED_PASSWORD_FILE", AUTH_PASS_FILE, also_ours=(AUTH_PASS,)),
+    OsixiaVariable("KEEPALIVED_ROUTER_ID", VRID),
+    OsixiaVariable("KEEPALIVED_STATE", STATE),
+    OsixiaVariable("KEEPALIVED_NOTIFY", NOTIFY),
+)
+"""osixia/keepalived's variables and ours they are read as (README: "Coming from osixia/keepalived")."""
+OSIXIA_PREFIX = "KEEPALIVED_"
+OSIXIA_UNSUPPORTED = {
+    "KEEPALIVED_COMMAND_LINE_ARGUMENTS": "not supported: the supervisor starts keepalived with its own arguments",
+}
+"""osixia/keepalived's variables that have no equivalent here, with why (setting one is a problem)."""
 
 
 # --- the typed result (each field's variable is named in a comment; SETTING_SPECS describes it) -----------------
@@ -423,9 +573,25 @@ class Settings:
     reconcile_max_wait: float = RECONCILE_MAX_WAIT.default  # RECONCILE_MAX_WAIT
     log_level: str = LOG_LEVEL.default  # LOG_LEVEL
     settings_file: Path | None = SETTINGS_FILE.default  # SETTINGS_FILE
+    auth_type: str | None = AUTH_TYPE.default  # AUTH_TYPE (PASS when AUTH_PASS is set and it is not)
+    vip_lease: int = VIP_LEASE.default  # VIP_LEASE; 0 = off
+    notify: str | None = NOTIFY.default  # NOTIFY
+    notify_master: str | None = NOTIFY_MASTER.default  # NOTIFY_MASTER
+    notify_backup: str | None = NOTIFY_BACKUP.default  # NOTIFY_BACKUP
+    notify_fault: str | None = NOTIFY_FAULT.default  # NOTIFY_FAULT
+    notify_timeout: float = NOTIFY_TIMEOUT.default  # NOTIFY_TIMEOUT
+    rancher_metadata_url: str | None = RANCHER_METADATA_URL.default  # RANCHER_METADATA_URL; None = off
+    log_format: str = LOG_FORMAT.default  # LOG_FORMAT
+    metrics_addr: str | None = METRICS_ADDR.default  # METRICS_ADDR; None (set empty) = off
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    """Not problems, but worth a log line: osixia variables ignored because ours are set."""
 
 
-# --- SETTINGS_FILE -----------------------------------------------------------------------------------------------
+# --- SETTINGS_FILE and secrets' files -----------------------------------------------------------------------------
+
+
+class _FileProblem(Exception):
+    """Why a file cannot be used; says nothing of its content."""
 
 
 def _file_problem(path: Path, what: str) -> SettingsError:
@@ -444,25 +610,26 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _read_bounded(path: Path) -> bytes:
-    """The bytes of a regular file of at most SETTINGS_FILE_MAX_BYTES, read without ever blocking on it."""
-    too_big = f"expected a file of at most {SETTINGS_FILE_MAX_BYTES} bytes (1 MiB)"
+def _read_bounded(path: Path, max_bytes: int, size_text: str) -> bytes:
+    """The bytes of a regular file of at most `max_bytes` (`size_text` says it for people), read without ever
+    blocking on it; _FileProblem otherwise."""
+    too_big = f"expected a file of at most {max_bytes} bytes ({size_text})"
     if "\0" in str(path):
-        raise _file_problem(path, "cannot be read (a path holds no NUL byte)")
+        raise _FileProblem("cannot be read (a path holds no NUL byte)")
     try:
         # Look before opening: opening some devices has effects of its own. The opened fd is checked again below.
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
-            raise _file_problem(path, f"expected a regular file, found {_kind(mode)}")
+            raise _FileProblem(f"expected a regular file, found {_kind(mode)}")
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise _file_problem(path, f"expected a regular file, found {_kind(info.st_mode)}")
-            if info.st_size > SETTINGS_FILE_MAX_BYTES:
-                raise _file_problem(path, too_big)
+                raise _FileProblem(f"expected a regular file, found {_kind(info.st_mode)}")
+            if info.st_size > max_bytes:
+                raise _FileProblem(too_big)
             chunks: list[bytes] = []
-            remaining = SETTINGS_FILE_MAX_BYTES + 1  # the size may lie (procfs) or grow: never read more
+            remaining = max_bytes + 1  # the size may lie (procfs) or grow: never read more
             while remaining > 0:
                 chunk = os.read(fd, remaining)
                 if not chunk:
@@ -472,10 +639,10 @@ def _read_bounded(path: Path) -> bytes:
         finally:
             os.close(fd)
     except OSError as error:
-        raise _file_problem(path, f"cannot be read ({error.strerror or error})") from None
+        raise _FileProblem(f"cannot be read ({error.strerror or error})") from None
     data = b"".join(chunks)
-    if len(data) > SETTINGS_FILE_MAX_BYTES:
-        raise _file_problem(path, too_big)
+    if len(data) > max_bytes:
+        raise _FileProblem(too_big)
     return data
 
 
@@ -486,7 +653,10 @@ def read_settings_file(path: Path) -> dict[str, str]:
     of at most 1 MiB, is not UTF-8 or has a line that is not KEY=VALUE. Messages name lines by number, never by
     content (a line may hold AUTH_PASS).
     """
-    data = _read_bounded(path)
+    try:
+        data = _read_bounded(path, SETTINGS_FILE_MAX_BYTES, "1 MiB")
+    except _FileProblem as problem:
+        raise _file_problem(path, str(problem)) from None
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     try:
@@ -516,12 +686,30 @@ def read_settings_file(path: Path) -> dict[str, str]:
 # --- reading and checking -------------------------------------------------------------------------------------
 
 
+def _shown(raw: str) -> str:
+    """A (non-secret) value as problem lines show it: quoted, long ones cut."""
+    if len(raw) > _SHOWN_CHARS:
+        return f"{raw[:_SHOWN_CHARS]!r}... ({byte_length(raw)} bytes)"
+    return repr(raw)
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """Where the value of one of our variables came from, when the user did not set it by its own name."""
+
+    name: str
+    """The variable the user set (KEEPALIVED_PRIORITY, AUTH_PASS_FILE, ...): problem lines name it."""
+    shown: str | None = None
+    """What problem lines show for the whole value (the osixia value as it was, a file's path), if not the value."""
+
+
 class _Reader:
     """Reads variables one by one, collecting problems instead of stopping at the first."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
+        self.env = dict(env)
         self.problems: list[str] = []
+        self.origins: dict[str, _Origin] = {}
 
     def raw(self, spec: SettingSpec[Any]) -> str | None:
         value = self.env.get(spec.name)
@@ -543,19 +731,22 @@ class _Reader:
             self.fail(spec, str(problem), raw)
             return default
 
+    def label(self, spec: SettingSpec[Any]) -> str:
+        """The variable the user set for `spec`: its own name, or the osixia variable or NAME_FILE it came from."""
+        origin = self.origins.get(spec.name)
+        return spec.name if origin is None else origin.name
+
     def fail(self, spec: SettingSpec[Any], expected: str, raw: str | None = None) -> None:
         """Record a problem with `spec`, showing `raw` (by default its value) unless it is a secret."""
-        if raw is None:
-            raw = self.raw(spec)
+        origin = self.origins.get(spec.name)
         if spec.secret:
-            shown = "(value hidden)"
-        elif raw is None:
-            shown = "(not set)"
-        elif len(raw) > _SHOWN_CHARS:
-            shown = f"{raw[:_SHOWN_CHARS]!r}... ({byte_length(raw)} bytes)"
+            shown = origin.shown if origin is not None and origin.shown is not None else "(value hidden)"
+        elif raw is None and origin is not None and origin.shown is not None:
+            shown = origin.shown
         else:
-            shown = repr(raw)
-        self.problems.append(f"{spec.name}={shown}: {expected}")
+            raw = self.raw(spec) if raw is None else raw
+            shown = "(not set)" if raw is None else _shown(raw)
+        self.problems.append(f"{self.label(spec)}={shown}: {expected}")
 
     def fail_set(self, specs: Sequence[SettingSpec[Any]], expected: str) -> None:
         """Record a problem with the first of `specs` the user set (the combination came from somewhere)."""
@@ -566,6 +757,80 @@ class _Reader:
         return self.raw(spec) is not None
 
 
+def _read_osixia(read: _Reader) -> list[str]:
+    """Read osixia/keepalived's variables as ours (ours win when set); the notes on what was ignored.
+
+    Runs before anything else is read: afterwards an osixia value is in `read.env` under our name, and
+    `read.origins` makes every problem with it name the osixia variable.
+    """
+    env = read.env
+    known = {var.name for var in OSIXIA_VARIABLES} | {spec.name for spec in SETTING_SPECS}
+    for key in sorted(env):
+        if key.startswith(OSIXIA_PREFIX) and key not in known and env[key].strip():
+            why = OSIXIA_UNSUPPORTED.get(key)
+            if why is None:
+                ours = sorted(spec.name for spec in SETTING_SPECS if spec.name.startswith(OSIXIA_PREFIX))
+                why = (
+                    f"unknown variable (its value is not shown): expected {' or '.join(ours)}, or one of "
+                    f"osixia/keepalived's {', '.join(var.name for var in OSIXIA_VARIABLES)}"
+                )
+            read.problems.append(f"{key}: {why}; unset it")
+    users = {spec.name for spec in SETTING_SPECS if read.is_set(spec)}  # set by the user, before any mapping
+    notes: list[str] = []
+    # In table order: KEEPALIVED_INTERFACE is read before KEEPALIVED_VIRTUAL_IPS, whose `dev` must name it.
+    for var in OSIXIA_VARIABLES:
+        raw = env.get(var.name)
+        if raw is None or not raw.strip():
+            continue
+        winner = next((spec.name for spec in (var.ours, *var.also_ours) if spec.name in users), None)
+        if winner is not None:
+            notes.append(f"{var.name} ignored: {winner} is set")
+            continue
+        value = raw
+        try:
+            if var.kind == "vips":
+                interface = env.get(INTERFACE.name, "").strip() or INTERFACE.default
+                value = ",".join(parse_osixia_vip(item, interface) for item in parse_osixia_list(raw))
+            elif var.kind == "peers":
+                value = ",".join(parse_osixia_peer(item) for item in parse_osixia_list(raw))
+        except InvalidValue as problem:
+            read.problems.append(f"{var.name}={_shown(raw)}: {problem}")
+            continue
+        env[var.ours.name] = value
+        read.origins[var.ours.name] = _Origin(var.name, None if var.ours.secret else _shown(raw))
+    return notes
+
+
+def _read_secret_file(read: _Reader, secret: SettingSpec[Any], file_spec: SettingSpec[Any], path: Path | None) -> None:
+    """Put the content of `file_spec`'s file (at `path`, when set) into `read.env` as the value of `secret`.
+
+    Problems name the file's variable (AUTH_PASS_FILE, or the osixia one it came from) and its path, never the
+    content.
+    """
+    if path is None:
+        return
+    if read.is_set(secret):
+        read.problems.append(
+            f"{read.label(secret)} and {read.label(file_spec)} are both set: expected only one of them"
+        )
+        return
+    try:
+        data = _read_bounded(path, SECRET_FILE_MAX_BYTES, "4 KiB")
+        text = data.decode("utf-8")
+    except _FileProblem as problem:
+        read.fail(file_spec, str(problem))
+        return
+    except UnicodeDecodeError:
+        read.fail(file_spec, "expected UTF-8 text (the content is not shown)")
+        return
+    text = text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+    if not text.strip():
+        read.fail(file_spec, f"expected a file holding {secret.name}: it is empty")
+        return
+    read.env[secret.name] = text
+    read.origins[secret.name] = _Origin(read.label(file_spec), f"{_shown(str(path))} (content not shown)")
+
+
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Build validated settings from the environment (plus SETTINGS_FILE), or raise SettingsError."""
     env = dict(environ)
@@ -574,6 +839,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         env.update(read_settings_file(settings_file))
 
     read = _Reader(env)
+    notes = _read_osixia(read)
+    # Every secret spec NAME has a NAME_FILE (tests/unit/test_settings_extensions.py checks each one is read here).
+    _read_secret_file(read, AUTH_PASS, AUTH_PASS_FILE, read.get(AUTH_PASS_FILE))
+
     default_prefix = read.get(VIRTUAL_MASK)
     vips: list[VirtualAddress] = []
     vip_raw = read.raw(VIRTUAL_IP)
@@ -590,6 +859,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         read.fail(VIRTUAL_MASK, "expected a prefix length from 1 to 32 for IPv4 virtual IPs")
 
     auth_pass = read.get(AUTH_PASS)
+    auth_type = read.get(AUTH_TYPE)
+    if auth_type is not None and not (read.is_set(AUTH_PASS) or read.is_set(AUTH_PASS_FILE)):
+        key = ": keepalived uses it as the AH key" if auth_type == "AH" else ""
+        read.fail(AUTH_TYPE, f"needs AUTH_PASS (or AUTH_PASS_FILE) too{key}")
+    auth_type = (auth_type or "PASS") if auth_pass is not None else None
     vrrp_version = read.get_or(VRRP_VERSION, 2 if auth_pass is not None else VRRP_VERSION.default)
     advert_int = read.get(ADVERT_INT)
     state = read.get(STATE)
@@ -636,6 +910,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 RECONCILE_MIN_WAIT,
                 f"expected at most RECONCILE_MAX_WAIT ({reconcile_max_wait:g} unless set)",
             )
+    metrics_raw = read.env.get(METRICS_ADDR.name)
+    metrics_off = metrics_raw is not None and not metrics_raw.strip()  # set, but empty: turned off
 
     settings = Settings(
         virtual_ips=tuple(vips),
@@ -662,6 +938,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         reconcile_max_wait=reconcile_max_wait,
         log_level=read.get(LOG_LEVEL),
         settings_file=settings_file,
+        auth_type=auth_type,
+        vip_lease=read.get(VIP_LEASE),
+        notify=read.get(NOTIFY),
+        notify_master=read.get(NOTIFY_MASTER),
+        notify_backup=read.get(NOTIFY_BACKUP),
+        notify_fault=read.get(NOTIFY_FAULT),
+        notify_timeout=read.get(NOTIFY_TIMEOUT),
+        rancher_metadata_url=read.get(RANCHER_METADATA_URL),
+        log_format=read.get(LOG_FORMAT),
+        metrics_addr=None if metrics_off else read.get(METRICS_ADDR),
+        notes=tuple(notes),
     )
     if read.problems:
         raise SettingsError(read.problems)
@@ -731,11 +1018,13 @@ def _check_unicast(
     for vip in vips:
         if src is not None and vip.address == src:
             read.fail(
-                VIRTUAL_IP, "expected an address other than UNICAST_SRC_IP: a VIP moves between hosts", str(vip.address)
+                VIRTUAL_IP,
+                f"expected an address other than {read.label(UNICAST_SRC_IP)}: a VIP moves between hosts",
+                str(vip.address),
             )
         elif vip.address in peers:
             read.fail(
                 VIRTUAL_IP,
-                "expected an address other than the UNICAST_PEERS: a VIP moves between hosts",
+                f"expected an address other than the {read.label(UNICAST_PEERS)}: a VIP moves between hosts",
                 str(vip.address),
             )

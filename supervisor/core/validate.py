@@ -263,3 +263,155 @@ def parse_label_prefix(raw: str) -> str:
             "like keepalived."
         )
     return text
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def parse_log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in LOG_FORMATS:
+        raise InvalidValue("expected text or json")
+    return value
+
+
+_LISTEN_EXPECTED = (
+    "expected HOST:PORT with an IPv4 address, an [IPv6] address or no host (every address) and a port from 1 to "
+    "65535, like 0.0.0.0:9655, [::]:9655 or :9655"
+)
+
+
+def parse_listen_address(raw: str) -> str:
+    """`HOST:PORT` to listen on: IPv4, `[IPv6]` or an empty host (every address); returned normalised.
+
+    ``split_listen_address`` takes the result apart again.
+    """
+    text = raw.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or "%" in host:
+        raise InvalidValue(_LISTEN_EXPECTED)
+    try:
+        port = parse_port(port_text)
+        if host.startswith("[") and host.endswith("]"):
+            shown = f"[{ipaddress.IPv6Address(host[1:-1])}]"
+        elif host:
+            shown = str(ipaddress.IPv4Address(host))
+        else:
+            shown = ""
+    except (InvalidValue, ValueError):
+        raise InvalidValue(_LISTEN_EXPECTED) from None
+    return f"{shown}:{port}"
+
+
+def split_listen_address(text: str) -> tuple[str, int]:
+    """A value of ``parse_listen_address`` -> (host for bind(): "" for every address, IPv6 without brackets; port)."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+MAX_URL_BYTES = 1024
+"""An HTTP URL the supervisor fetches (RANCHER_METADATA_URL); never rendered."""
+_HTTP_URL_RE = re.compile(
+    r"http://(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<path>(?:/(?:[A-Za-z0-9._~!&()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*)"
+)
+
+
+def parse_http_url(raw: str) -> str:
+    """An `http://HOST[:PORT][/PATH]` URL: a name, IPv4 or [IPv6] host, no user, query or fragment, no spaces,
+    quotes, backslashes or '$'. A trailing '/' is dropped, so paths can be appended."""
+    text = raw.strip()
+    expected = (
+        "expected an http:// URL like http://rancher-metadata/2015-12-19: a host name or address, an optional port "
+        "and path, without spaces, quotes, backslashes, '$', a query or a fragment"
+    )
+    match = _HTTP_URL_RE.fullmatch(text) if byte_length(text) <= MAX_URL_BYTES else None
+    if match is None:
+        raise InvalidValue(expected)
+    host, port = match.group("host"), match.group("port")
+    try:
+        if host.startswith("["):
+            ipaddress.IPv6Address(host[1:-1])
+        if port is not None:
+            parse_port(port)
+    except (InvalidValue, ValueError):
+        raise InvalidValue(expected) from None
+    return text.rstrip("/")
+
+
+# --- osixia/keepalived's variables ---------------------------------------------------------------------------------
+# osixia/keepalived (built on osixia/light-baseimage) took lists as `#PYTHON2BASH:['a', 'b']` (a Python list of
+# strings), `#JSON2BASH:["a", "b"]` (a JSON array of strings) or a plain list; each item of KEEPALIVED_VIRTUAL_IPS
+# went verbatim into keepalived's virtual_ipaddress block, so it may carry ` dev IFACE`.
+
+MAX_LIST_BYTES = 4096
+"""An osixia list (KEEPALIVED_VIRTUAL_IPS, KEEPALIVED_UNICAST_PEERS)."""
+OSIXIA_LIST_EXPECTED = (
+    "expected a list like #PYTHON2BASH:['192.168.1.231', '192.168.1.232'], #JSON2BASH:[\"192.168.1.231\"] or "
+    "192.168.1.231,192.168.1.232"
+)
+_PYTHON_ITEM = r"'[^'\\\n\r]*'|\"[^\"\\\n\r]*\""
+_JSON_ITEM = r"\"[^\"\\\n\r]*\""
+
+
+def _list_re(item: str, trailing_comma: str) -> re.Pattern[str]:
+    return re.compile(rf"\s*\[\s*(?:(?:{item})\s*(?:,\s*(?:{item})\s*)*{trailing_comma}\s*)?\]\s*")
+
+
+_LIST_FORMS = {  # tag -> (the whole list, one item); Python allows a trailing comma, JSON does not
+    "#PYTHON2BASH:": (_list_re(_PYTHON_ITEM, ",?"), re.compile(_PYTHON_ITEM)),
+    "#JSON2BASH:": (_list_re(_JSON_ITEM, ""), re.compile(_JSON_ITEM)),
+}
+
+
+def parse_osixia_list(raw: str) -> list[str]:
+    """osixia's list forms -> items (one address each, possibly followed by `dev IFACE`).
+
+    In a plain list, items are separated by commas or whitespace, and `dev IFACE` belongs to the address before it.
+    """
+    text = raw.strip()
+    if byte_length(text) > MAX_LIST_BYTES:
+        raise InvalidValue(f"expected a list of at most {MAX_LIST_BYTES} bytes")
+    for tag, (whole, item) in _LIST_FORMS.items():
+        if text.startswith(tag):
+            body = text[len(tag) :]
+            if not whole.fullmatch(body):
+                raise InvalidValue(OSIXIA_LIST_EXPECTED)
+            return [found[1:-1].strip() for found in item.findall(body)]
+    if text.startswith("#") or any(ch in text for ch in "[]'\""):
+        raise InvalidValue(OSIXIA_LIST_EXPECTED)
+    items: list[str] = []
+    for chunk in text.split(","):
+        words = chunk.split()
+        while words:
+            if words[0] == "dev":
+                raise InvalidValue(f"{OSIXIA_LIST_EXPECTED}; `dev IFACE` follows an address")
+            take = 3 if len(words) >= 2 and words[1] == "dev" else 1
+            if len(words) < take:
+                raise InvalidValue(f"{OSIXIA_LIST_EXPECTED}; `dev` needs an interface name")
+            items.append(" ".join(words[:take]))
+            words = words[take:]
+    return items
+
+
+def parse_osixia_vip(item: str, interface: str) -> str:
+    """`ADDR[/PREFIX][ dev IFACE]` -> `ADDR[/PREFIX]` (checked later as a VIRTUAL_IP item); IFACE must be `interface`,
+    the instance's interface, where every VIP goes."""
+    words = item.split()
+    if len(words) == 3 and words[1] == "dev":
+        if words[2] != interface:
+            raise InvalidValue(
+                f"expected every address on the instance's interface {interface} (INTERFACE): found dev {words[2]}"
+            )
+        words = words[:1]
+    if len(words) != 1 or "," in words[0]:
+        raise InvalidValue("expected items of the form ADDR, ADDR/PREFIX or ADDR dev IFACE")
+    return words[0]
+
+
+def parse_osixia_peer(item: str) -> str:
+    """One unicast peer: a single address (checked later as a UNICAST_PEERS item)."""
+    words = item.split()
+    if len(words) != 1 or "," in words[0]:
+        raise InvalidValue("expected items that are one address each")
+    return words[0]

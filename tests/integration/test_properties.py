@@ -10,6 +10,7 @@ CI runs a bounded number of examples (FUZZ_EXAMPLES, default 150 per test); ``sc
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,14 @@ from supervisor.adapters.preflight import script_problems
 from supervisor.core.labels import KNOWN_KEYS
 from supervisor.core.plan import HostFacts, make_plan
 from supervisor.core.render import format_seconds
-from supervisor.core.settings import SETTING_SPECS, Settings, SettingsError, load_settings
+from supervisor.core.settings import (
+    OSIXIA_UNSUPPORTED,
+    OSIXIA_VARIABLES,
+    SETTING_SPECS,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from supervisor.core.snapshot import ContainerInfo, Snapshot
 from tests.conftest import require_root_netns
 
@@ -230,7 +238,7 @@ def check_text(s: Settings, text: str) -> None:
     assert vips == [f"{vip} dev {s.interface}" for vip in s.virtual_ips]
     if s.auth_pass is not None:
         auth = flat(block(instance, "authentication"))
-        assert auth == {"auth_type": ["PASS"], "auth_pass": [s.auth_pass.reveal()]}
+        assert auth == {"auth_type": [s.auth_type], "auth_pass": [s.auth_pass.reveal()]}
     peers = [d for d, _, _ in block(instance, "unicast_peer")] if "unicast_peer" in flat(instance) else []
     assert peers == [str(p) for p in s.unicast_peers if p != HOST_ADDRESS]
     global_defs = flat(block(tree, "global_defs"))
@@ -298,3 +306,63 @@ def test_every_label_is_rejected_by_name_or_planned_exactly(netns: str, tmp_path
     check_text(parsed, plan.text)
     result = config_test(netns, tmp_path / "keepalived.conf", plan.text)
     assert result.returncode == 0, (key, value, result.stderr.decode(errors="replace"), plan.text)
+
+
+# osixia/keepalived's variables, each without the variable of ours it stands for (ours would win), plus unknown ones.
+OSIXIA = {var.name: var.ours.name for var in OSIXIA_VARIABLES}
+OSIXIA_NAMES = sorted([*OSIXIA, *OSIXIA_UNSUPPORTED, "KEEPALIVED_PRIORITI", "KEEPALIVED_"])
+LIST_ITEMS = st.one_of(
+    st.sampled_from(HOSTILE),
+    st.ip_addresses(v=4).map(str),
+    st.sampled_from(["198.51.100.100 dev eth0", "198.51.100.101/24 dev eth0", "198.51.100.102 dev eth1"]),
+    st.text(max_size=12),
+)
+OSIXIA_VALUES = st.one_of(
+    VALUES,
+    st.lists(LIST_ITEMS, max_size=4).map(lambda items: f"#PYTHON2BASH:{items!r}"),
+    st.lists(LIST_ITEMS, max_size=4).map(lambda items: "#JSON2BASH:" + json.dumps(items)),
+    st.lists(LIST_ITEMS, max_size=4).map(", ".join),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(OSIXIA_NAMES), value=OSIXIA_VALUES)
+def test_every_osixia_variable_is_rejected_by_name_or_rendered_exactly(
+    netns: str, tmp_path: Path, name: str, value: str
+) -> None:
+    env = {key: v for key, v in BASE.items() if key != OSIXIA.get(name)}
+    env[name] = value
+    try:
+        parsed = load_settings(env)
+    except SettingsError as error:
+        assert error.problems
+        assert any(name in problem for problem in error.problems), (name, value, error.problems)
+        if name == "KEEPALIVED_PASSWORD":  # as for AUTH_PASS: the message does not depend on the secret
+            reference = _problems({**env, name: "x" * 9})
+            mine = [p for p in error.problems if p.startswith(name)]
+            assert all(p in reference for p in mine), (mine, reference)
+        return
+    if name in OSIXIA and value.strip() and OSIXIA[name] != "VIRTUAL_IP" and OSIXIA[name] != "UNICAST_PEERS":
+        assert parsed == load_settings({**env, OSIXIA[name]: value}), "read exactly as ours"
+    plan = make_plan(parsed, Snapshot(), HOST)
+    refused = [*plan.fatal, *script_problems(parsed)]
+    if refused:
+        assert any(OSIXIA.get(name, name) in problem for problem in refused), (name, value, refused)
+        return
+    check_text(parsed, plan.text)
+    result = config_test(netns, tmp_path / "keepalived.conf", plan.text)
+    assert result.returncode == 0, (name, value, result.stderr.decode(errors="replace"), plan.text)
+
+
+@pytest.mark.parametrize("auth_type", ["PASS", "AH"])
+@pytest.mark.parametrize("unicast", [False, True], ids=["multicast", "unicast"])
+def test_authentication_is_accepted_by_keepalived(netns: str, tmp_path: Path, auth_type: str, unicast: bool) -> None:
+    env = {**BASE, "AUTH_TYPE": auth_type, "AUTH_PASS": "s3cret"}
+    if unicast:
+        env["UNICAST_PEERS"] = "198.51.100.11,198.51.100.12"
+    parsed = load_settings(env)
+    plan = make_plan(parsed, Snapshot(), HOST)
+    check_text(parsed, plan.text)
+    assert f"auth_type {auth_type}" in plan.text
+    result = config_test(netns, tmp_path / "keepalived.conf", plan.text)
+    assert result.returncode == 0, (result.stderr.decode(errors="replace"), plan.text)
