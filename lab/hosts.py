@@ -190,6 +190,8 @@ class SimHost:
             "RUN_DIR": str(run_dir),
             "SCRIPT_USER": "nobody",
             "INTERFACE": "eth0",
+            # No lookup of rancher-metadata: outside Rancher it would only ask the machine's resolver.
+            "RANCHER_METADATA_URL": "off",
             "LABEL_SELECTOR": f"kat.host={self.selector_value()}",
             "RECONCILE_MIN_WAIT": "0.05",
             **env,
@@ -218,6 +220,7 @@ class SimHost:
             environment={
                 "DOCKER_HOST": "unix:///host-run/docker.sock",
                 "INTERFACE": "eth0",
+                "RANCHER_METADATA_URL": "off",
                 "LABEL_SELECTOR": f"kat.host={self.selector_value()}",
                 **env,
             },

@@ -57,6 +57,8 @@ class Node:
             "RUN_DIR": str(self.run_dir),
             "SCRIPT_USER": "nobody",
             "INTERFACE": "eth0",
+            # No lookup of rancher-metadata: outside Rancher it would only ask the machine's resolver.
+            "RANCHER_METADATA_URL": "off",
             "RECONCILE_MIN_WAIT": "0.05",
             # VRRP-only tests run without an engine: the supervisor serves its env instance and keeps retrying.
             "DOCKER_HOST": "unix:///nonexistent/docker.sock",

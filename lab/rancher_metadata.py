@@ -1,6 +1,6 @@
 """A local stand-in for Rancher 1.x's metadata service (rancher/rancher-metadata), for tests.
 
-It serves, on 127.0.0.1 only, what the real service serves for an environment the test builds with ``add_host``,
+It serves, on 127.0.0.1 (or a lab bridge's own address), what the real service serves for an environment the test builds with ``add_host``,
 ``add_container``, ``remove_*`` and ``bump``:
 
 * ``/`` (the API versions), ``/<api>/`` for ``2015-07-25``, ``2015-12-19``, ``2016-07-29`` and ``latest`` (=
@@ -87,7 +87,8 @@ class Request:
 class FakeRancherMetadata:
     """The fake service; use as a context manager or call ``start`` and ``stop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        self.address = address  # 127.0.0.1, or a lab bridge's own address that simulated hosts can reach
         self._cond = threading.Condition()
         self._hosts: dict[str, _Host] = {}
         self._containers: dict[str, _Container] = {}
@@ -106,12 +107,12 @@ class FakeRancherMetadata:
     # -- life ----------------------------------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Serve on 127.0.0.1 (a free port the first time, the same port after a ``stop``); returns ``base_url``."""
+        """Serve on `address` (a free port the first time, the same port after a ``stop``); returns ``base_url``."""
         if self._server is not None:
             raise RuntimeError("already serving")
         with self._cond:
             self._closing = False
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
+        server = ThreadingHTTPServer((self.address, self.port), _handler_for(self))
         server.daemon_threads = True
         self.port = server.server_address[1]
         self._server = server
@@ -143,7 +144,7 @@ class FakeRancherMetadata:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def url(self, api: str = V2) -> str:
         """The metadata URL of one API version, as the supervisor is given it."""

@@ -32,12 +32,16 @@ from supervisor.adapters.hooks import NotifyHooks
 from supervisor.adapters.keepalived import ConfigRejected, Keepalived, KeepalivedPaths, installed_vips
 from supervisor.adapters.lease import VipLease
 from supervisor.adapters.logs import configure_logging
+from supervisor.adapters.metrics import Metrics, Server
 from supervisor.adapters.notify import NotifyFifoReader, Transition
 from supervisor.adapters.preflight import script_problems
+from supervisor.adapters.rancher_metadata import RancherMetadata, own_container_id
 from supervisor.adapters.reaper import reap_orphans
-from supervisor.adapters.status import StatusBoard
+from supervisor.adapters.splitbrain import AdvertListener, split_brain
+from supervisor.adapters.status import StatusBoard, health_verdict
 from supervisor.core.debounce import Debouncer, restart_delay
 from supervisor.core.plan import HostFacts, Plan, health_members, make_plan
+from supervisor.core.rancher import RancherView
 from supervisor.core.settings import Settings, SettingsError, load_settings
 from supervisor.core.snapshot import Snapshot
 from supervisor.core.validate import VirtualAddress
@@ -97,13 +101,25 @@ class Supervisor:
         self.debouncer = Debouncer(settings.reconcile_min_wait, settings.reconcile_max_wait)
         self._stop_signal: int | None = None
         self._snapshot = Snapshot()
-        self.health = HealthMonitor(settings.health_policy, on_verdict=self.board.record_health)
+        self.metrics = Metrics()
+        self.http: Server | None = None
+        self.health = HealthMonitor(
+            settings.health_policy, on_verdict=self.board.record_health, on_probe=self._on_probe
+        )
+        self._rancher_view: RancherView | None = None
+        self.rancher = (
+            RancherMetadata(settings.rancher_metadata_url, self._on_rancher, own_container_id=own_container_id())
+            if settings.rancher_metadata_url is not None
+            else None
+        )
+        self.listeners: dict[str, AdvertListener] = {}
+        self._split: dict[str, bool] = {}
         self.watcher = DockerWatcher(
             on_snapshot=self._on_snapshot,
             selector=dict(settings.label_selector),
             label_prefix=settings.label_prefix,
             on_event=self._on_event,
-            watch_unlabelled=settings.discover_check_port and settings.check.port is not None,
+            watch_unlabelled=settings.discover_check_port and settings.check.port is not None,  # CHECK_PORT / Rancher
         )
         self.fifo: NotifyFifoReader | None = None
         self.addresses = net.AddressWatcher(self._on_address_change)
@@ -146,7 +162,7 @@ class Supervisor:
 
     def plan(self) -> Plan:
         """The plan for the current settings, snapshot and host facts (the same function `render` calls)."""
-        return make_plan(self.settings, self._snapshot, self._facts())
+        return make_plan(self.settings, self._snapshot, self._facts(), rancher=self._rancher_view)
 
     def _facts(self) -> HostFacts:
         """Host facts; addresses that are, or were, VIPs of ours (the environment's, the running plan's, those of
@@ -159,6 +175,8 @@ class Supervisor:
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         """Watcher thread: remember the snapshot; the loop reconciles once the debouncer says so."""
         self._snapshot = snapshot
+        if snapshot.engine_reachable and self.board.engine_reachable is False:
+            self.metrics.watcher_reconnected()
         self.board.record_engine(snapshot.engine_reachable)
         self.debouncer.mark(time.monotonic())
         self.pipe.wake()
@@ -166,6 +184,24 @@ class Supervisor:
     def _on_event(self, event: ContainerEvent) -> None:
         """Watcher thread: health verdicts flip at once, without waiting for the debounced reconcile."""
         self.health.on_container_event(event.id, event.action)
+        self.metrics.docker_event(event.verb)
+
+    def _on_probe(self, instance: str, member: str, ok: bool, seconds: float) -> None:
+        """Health thread: one probe result, for the metrics."""
+        self.metrics.probe(ok, seconds)
+        self.metrics.set_member_healthy(instance, member, ok)
+
+    def _on_rancher(self, view: RancherView) -> None:
+        """Rancher metadata thread: a changed view (peers, discovered front ends) is reconciled like a snapshot."""
+        self._rancher_view = view
+        self.debouncer.mark(time.monotonic())
+        self.pipe.wake()
+
+    def healthz(self) -> tuple[bool, str]:
+        """The answer of /healthz, the same as `status --quiet`: keepalived running and every part working."""
+        if self.keepalived.pid is None:
+            return False, "keepalived is not running"
+        return health_verdict(self.board.as_dict())
 
     def _log_problems(self, plan: Plan) -> None:
         if plan.problems != self._last_problems:
@@ -178,6 +214,12 @@ class Supervisor:
         log.info("instance %s is now %s (priority %s)", transition.instance, transition.state, transition.priority,
                  extra={"instance": transition.instance})  # fmt: skip
         self.board.record_transition(transition.instance, transition.state, transition.priority)
+        self.metrics.transition(transition.instance, transition.state)
+        plan = self._plan
+        for instance in plan.state.instances if plan is not None else ():
+            if instance.name == transition.instance:
+                vips = [str(vip.address) for vip in instance.vips]
+                self.metrics.set_vrrp_state(instance.name, instance.interface, instance.vrid, vips, transition.state)
         self.hooks.on_transition(transition.instance, transition.state, transition.priority)
 
     # -- start ----------------------------------------------------------------------------------------------------
@@ -211,6 +253,10 @@ class Supervisor:
         if self.lease is not None:
             self.lease.start()
         self.addresses.start()
+        self._start_http()
+        if self.rancher is not None:
+            self.rancher.start()
+        self._sync_listeners(plan)
         self.watcher.start()
         self.board.record_engine(self.watcher.snapshot.engine_reachable)
         try:
@@ -219,6 +265,12 @@ class Supervisor:
             log.info("stopping keepalived (signal %s)", self._stop_signal)
             self.watcher.stop()
             self.addresses.stop()
+            if self.rancher is not None:
+                self.rancher.stop()
+            for listener in self.listeners.values():
+                listener.stop()
+            if self.http is not None:
+                self.http.close()
             if self.lease is not None:
                 self.lease.stop()  # keepalived's graceful stop removes the VIPs; the lease must not fight it
             status = self.keepalived.stop()
@@ -229,6 +281,47 @@ class Supervisor:
             self.pipe.close()
             log.info("keepalived stopped with status %s; supervisor exiting", status)
         return 0
+
+    def _start_http(self) -> None:
+        addr = self.settings.metrics_addr
+        if addr is None:
+            return
+        try:
+            self.http = self.metrics.serve(addr, self.healthz)
+            log.info("metrics on http://%s/metrics, health on /healthz", addr)
+        except (OSError, ValueError) as error:
+            log.error("METRICS_ADDR=%s: cannot serve metrics: %s", addr, error)
+            self._component("metrics", False, f"cannot listen on {addr}: {error}")
+
+    def _sync_listeners(self, plan: Plan) -> None:
+        """One VRRP advert listener per instance interface (split-brain detection)."""
+        wanted = {instance.interface: instance.family for instance in plan.state.instances}
+        for interface in [name for name in self.listeners if name not in wanted]:
+            self.listeners.pop(interface).stop()
+        for interface, family in wanted.items():
+            if interface not in self.listeners:
+                listener = AdvertListener(interface, self._own_addresses(interface), family=family)
+                listener.start()
+                self.listeners[interface] = listener
+
+    @staticmethod
+    def _own_addresses(interface: str) -> Callable[[], set[str]]:
+        return lambda: {str(address) for address in net.interface_addresses(interface)}
+
+    def _check_split_brain(self, plan: Plan) -> None:
+        for instance in plan.state.instances:
+            listener = self.listeners.get(instance.interface)
+            entry = self.board.instances.get(instance.name)
+            if listener is None or entry is None:
+                continue
+            heard = listener.heard_master(instance.vrid, 3 * instance.advert_int)
+            split = split_brain(entry.state, heard)
+            if split != self._split.get(instance.name, False):
+                log.log(logging.ERROR if split else logging.INFO,
+                        "%s: split brain %s (this node is %s; MASTER adverts heard from %s)", instance.name,
+                        "DETECTED" if split else "over", entry.state, ", ".join(heard) or "nobody")  # fmt: skip
+            self._split[instance.name] = split
+            self.metrics.set_split_brain(instance.name, split)
 
     def _start_keepalived(self) -> None:
         self.board.record_starting()  # before the start: keepalived's first transition may arrive at once
@@ -320,6 +413,7 @@ class Supervisor:
             if self._resume_masters:
                 self._install_resume_plan()
             self._start_keepalived()
+            self.metrics.keepalived_restarted()
             self._component("keepalived", True, "running")
             if self._resume_masters:
                 log.info(
@@ -357,7 +451,7 @@ class Supervisor:
         return frozenset(names)
 
     def _install_resume_plan(self) -> None:
-        plan = make_plan(self.settings, self._snapshot, self._facts(), self._resume_masters)
+        plan = make_plan(self.settings, self._snapshot, self._facts(), self._resume_masters, self._rancher_view)
         try:
             self.keepalived.config_test(plan.text)
             self.keepalived.install(plan.text)
@@ -387,15 +481,21 @@ class Supervisor:
     def _poll(self) -> None:
         """Once a second: re-created interfaces, the health of every part, and (again) whether the VIPs are held."""
         plan = self._plan
+        self.metrics.set_up(self.keepalived.pid is not None)
         if plan is not None:
             self._record_held()
             self._check_interfaces(plan)
+            self._check_split_brain(plan)
         parts: dict[str, Callable[[], str | None]] = {"docker watcher": self.watcher_problem}
         parts["health"] = self.health.problem
         if self.lease is not None:
             parts["vip lease"] = self.lease.problem
         parts["notify hooks"] = self.hooks.problem
         parts["address watcher"] = self.addresses.problem
+        for interface, listener in self.listeners.items():
+            parts[f"advert listener {interface}"] = listener.problem
+        if self.rancher is not None and self._rancher_view is not None:  # only once Rancher's service has answered
+            parts["rancher metadata"] = self.rancher.problem
         if self.fifo is not None:
             parts["notify"] = self.fifo.problem
         for name, problem in parts.items():
@@ -431,10 +531,21 @@ class Supervisor:
             _record_pending(self.board, error.problems)
             return
         _record_pending(self.board, [])
-        fixed = ("run_dir", "keepalived_bin", "label_prefix", "label_selector")
+        fixed = (
+            "run_dir",
+            "keepalived_bin",
+            "label_prefix",
+            "label_selector",
+            "metrics_addr",
+            "rancher_metadata_url",
+            "vip_lease",
+            "log_format",
+            "discover_check_port",
+        )
         if any(getattr(fresh, name) != getattr(self.settings, name) for name in fixed):
             log.warning(
-                "SIGHUP: RUN_DIR, KEEPALIVED_BIN, LABEL_PREFIX and LABEL_SELECTOR take effect only after a restart"
+                "SIGHUP: RUN_DIR, KEEPALIVED_BIN, LABEL_PREFIX, LABEL_SELECTOR, METRICS_ADDR, RANCHER_METADATA_URL, "
+                "VIP_LEASE, LOG_FORMAT and DISCOVER_CHECK_PORT take effect only after a restart"
             )
             fresh = replace(fresh, **{name: getattr(self.settings, name) for name in fixed})
         log.info("SIGHUP: settings reloaded")
@@ -457,6 +568,9 @@ class Supervisor:
         try:
             applied = self._apply(plan)
         except (ConfigRejected, OSError) as error:
+            self.metrics.reload("rejected")
+            if isinstance(error, ConfigRejected):
+                self.metrics.config_test_failed()
             self._retry_at = time.monotonic() + self._retry_delay
             log.error("new configuration rejected, the running one stays (retry in %.0f s): %s",
                       self._retry_delay, error)  # fmt: skip
@@ -472,7 +586,17 @@ class Supervisor:
         if self._retry_at is not None:
             log.info("configuration applied after an earlier failure")
         self._retry_at, self._retry_delay = None, RETRY_FIRST
+        self.metrics.reload("applied" if applied else "unchanged")
         self._component("config", True, "applied" if applied else "unchanged")
+        self._count_members(plan)
+        self._sync_listeners(plan)
+
+    def _count_members(self, plan: Plan) -> None:
+        counts: dict[str, int] = {}
+        for instance in plan.state.instances:
+            for spec in instance.members:
+                counts[spec.joined_by] = counts.get(spec.joined_by, 0) + 1
+        self.metrics.set_discovered_members(counts)
 
     def _apply(self, plan: Plan) -> bool:
         if plan.fatal:

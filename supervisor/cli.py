@@ -82,7 +82,7 @@ def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None
         dict(settings.label_selector),
         settings.label_prefix,
         retry_max=1.0,
-        watch_unlabelled=settings.discover_check_port and settings.check.port is not None,
+        watch_unlabelled=settings.discover_check_port and settings.check.port is not None,  # CHECK_PORT / Rancher
     )
     watcher.start()
     try:

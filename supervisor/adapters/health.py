@@ -126,9 +126,11 @@ class HealthMonitor:
         *,
         enforce_interval: float = 0.5,
         problem_after: float = 5.0,
+        on_probe: Callable[[str, str, bool, float], None] | None = None,
     ) -> None:
         self.policy = policy
         self.on_verdict = on_verdict
+        self.on_probe = on_probe  # (instance, member name, ok, seconds): for metrics; must not raise or block
         self.enforce_interval = enforce_interval
         self.problem_after = problem_after
         self._lock = threading.RLock()
@@ -386,12 +388,19 @@ class HealthMonitor:
 
     async def _probe_loop(self, key: Key, probe: Probe, kick: asyncio.Event) -> None:
         while True:
+            started = time.monotonic()
             ok, error = await run_probe(probe)
+            took = time.monotonic() - started
             with self._lock:
                 member = self._members.get(key)
                 counter = self._counters.get(key)
                 if member is None or counter is None or member.probe != probe:
                     return
+                if self.on_probe is not None:
+                    try:
+                        self.on_probe(key[0], member.name, ok, took)
+                    except Exception:
+                        log.exception("health: on_probe callback failed")
                 before = counter.healthy
                 counter.record(ok, error)
                 if counter.healthy != before:

@@ -331,5 +331,9 @@ def format_status(data: dict[str, Any], running: bool) -> str:
 
 def _member_text(name: str, joined_by: str) -> str:
     """A member as `status` shows it, saying how a container nobody labelled was found."""
-    how = {"selector": "found by LABEL_SELECTOR", "check_port": "found by its published CHECK_PORT"}.get(joined_by)
+    how = {
+        "selector": "found by LABEL_SELECTOR",
+        "check_port": "found by its published CHECK_PORT",
+        "rancher": "found by Rancher metadata publishing CHECK_PORT",
+    }.get(joined_by)
     return f"{name} ({how})" if how else name

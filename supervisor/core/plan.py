@@ -9,12 +9,14 @@ out with one problem line naming it, and everything else is still planned.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from supervisor.core.checks import Member, plan_members
 from supervisor.core.labels import LabelProblem, ServiceSpec, explicitly_disabled, joined_service, parse_service
 from supervisor.core.model import DesiredState, build_desired_state
+from supervisor.core.rancher import RancherView, discovered_external_ids, peer_addresses
 from supervisor.core.render import render
 from supervisor.core.settings import Settings
 from supervisor.core.snapshot import ContainerInfo, Snapshot
@@ -66,7 +68,10 @@ def _who(container: ContainerInfo) -> str:
 
 
 def plan_services(
-    containers: Mapping[str, ContainerInfo], settings: Settings, host: HostFacts
+    containers: Mapping[str, ContainerInfo],
+    settings: Settings,
+    host: HostFacts,
+    rancher_ids: frozenset[str] = frozenset(),
 ) -> tuple[list[ServiceSpec], list[str]]:
     """Every enabled container's spec, oldest first, and one problem line per container left out."""
     specs: list[ServiceSpec] = []
@@ -81,7 +86,7 @@ def plan_services(
             problems.append(f"{_who(container)}: labels not understood ({type(error).__name__}); container skipped")
             continue
         if spec is None:
-            how = _joins_by_itself(container, settings)
+            how = _joins_by_itself(container, settings, rancher_ids)
             if how is None:
                 continue
             spec = joined_service(container, how)
@@ -96,12 +101,15 @@ def plan_services(
     return specs, problems
 
 
-def _joins_by_itself(container: ContainerInfo, settings: Settings) -> str | None:
-    """Why a container with no label of ours joins the environment's instance: "selector", "check_port" or None."""
+def _joins_by_itself(container: ContainerInfo, settings: Settings, rancher_ids: frozenset[str]) -> str | None:
+    """Why a container with no label of ours joins the environment's instance: "selector", "check_port", "rancher"
+    (it publishes CHECK_PORT in Rancher's metadata) or None."""
     if not settings.virtual_ips or explicitly_disabled(container, settings.label_prefix):
         return None
     if settings.label_selector and all(container.labels.get(k) == v for k, v in settings.label_selector):
         return "selector"
+    if container.id in rancher_ids:
+        return "rancher"
     port = settings.check.port
     publishes = any(b.protocol == "tcp" and b.host_port == port for b in container.ports)
     return "check_port" if settings.discover_check_port and port is not None and publishes else None
@@ -112,19 +120,46 @@ def _joins_by_itself(container: ContainerInfo, settings: Settings) -> str | None
 OWNER_PRIORITY = 255
 
 
+def with_rancher_peers(settings: Settings, view: RancherView | None) -> Settings:
+    """UNICAST_SRC_IP and UNICAST_PEERS from Rancher's metadata (this host's agent_ip, and the agent_ip of every host
+    running this same service), unless the environment set either of them; only addresses of the VIPs' family."""
+    if view is None or settings.unicast_src_ip is not None or settings.unicast_peers or not settings.virtual_ips:
+        return settings
+    family = settings.virtual_ips[0].version
+    src_text, peer_texts = peer_addresses(view)
+    addresses = [ipaddress.ip_address(text) for text in (src_text, *peer_texts) if text]
+    src = addresses[0] if src_text and addresses[0].version == family else None
+    peers = tuple(a for a in addresses[1 if src_text else 0 :] if a.version == family and a != src)
+    if not peers:
+        return settings
+    return replace(settings, unicast_src_ip=src, unicast_peers=peers)
+
+
 def make_plan(
-    settings: Settings, snapshot: Snapshot, host: HostFacts, resume_masters: frozenset[str] = frozenset()
+    settings: Settings,
+    snapshot: Snapshot,
+    host: HostFacts,
+    resume_masters: frozenset[str] = frozenset(),
+    rancher: RancherView | None = None,
 ) -> Plan:
     """Plan this node: which instances, with which exact config text, which health members, and what was left out.
 
     `resume_masters` names instances that were MASTER and healthy when keepalived died unexpectedly: for the one
     start that follows, they start as MASTER with the owner's priority, so the VIPs stay and the peer sees no gap.
     The next reconcile renders the real priority again (a reload), so the node never fights a better peer for long.
+
+    `rancher` is Rancher 1.x's metadata, when its service answers: containers on this host that publish CHECK_PORT
+    there (Rancher's own DNAT leaves Docker no binding) join the environment's instance, and the unicast peers come
+    from it unless the environment names them.
     """
+    settings = with_rancher_peers(settings, rancher)
     fatal: list[str] = []
     if settings.virtual_ips and host.known and settings.interface not in host.interfaces:
         fatal.append(f"INTERFACE={settings.interface!r}: no such interface on this host")
-    specs, problems = plan_services(snapshot.containers, settings, host)
+    rancher_ids: frozenset[str] = frozenset()
+    if rancher is not None and settings.discover_check_port:
+        rancher_ids = frozenset(discovered_external_ids(rancher, settings.check.port))
+    specs, problems = plan_services(snapshot.containers, settings, host, rancher_ids)
     own = host.own_addresses() if host.known else frozenset()
     state = build_desired_state(settings, specs, own)
     all_problems = (*problems, *state.problems)

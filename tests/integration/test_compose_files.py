@@ -13,7 +13,12 @@ import yaml
 from lab.engine import REPO
 from tests.conftest import require
 
-CATALOG = REPO / "rancher" / "templates" / "keepalived"
+# Rancher 1.x's catalog service (rancher/catalog-service, manager/traverse.go and parse/path.go) reads a catalog
+# repository from its ROOT: <group>/<entry>/config.yml and catalogIcon-*, and <group>/<entry>/<N>/ per version
+# (N an integer, or a semver), where the Cattle group is the folder `templates` (`infra-templates`, ... are others).
+CATALOG_GROUP = REPO / "templates"
+CATALOG = CATALOG_GROUP / "keepalived"
+_SEMVER = re.compile(r"^v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 SETTINGS_SOURCE = (REPO / "supervisor" / "core" / "settings.py").read_text()
 
 
@@ -42,6 +47,88 @@ def test_sidecar_example() -> None:
     assert labels["keepalived.port"] == "80"
     for name in keepalived["environment"]:
         assert f'"{name}"' in SETTINGS_SOURCE or name == "DOCKER_HOST", f"{name} is not a setting"
+
+
+def repository_files() -> list[tuple[str, ...]]:
+    """The repository's files (tracked, or new and not ignored) as path parts, as a catalog clone would hold them."""
+    require(shutil.which("git") is not None and (REPO / ".git").exists(), "needs a git checkout")
+    result = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    names = [n for n in result.stdout.decode().split("\0") if n and (REPO / n).is_file()]
+    return [tuple(n.split("/")) for n in names]
+
+
+def stray_catalog_entries(files: list[tuple[str, ...]]) -> list[str]:
+    """Files the catalog service would take for catalog entries outside `templates/`.
+
+    Every top-level folder is a group to it (the part before a "-" names the group; a folder without one is the
+    Cattle group, like `templates`): `<top>/<x>/config.yml` (or template.yml) anywhere below, `<top>/<x>/icon*` or
+    `catalogIcon*`, `<top>/README.md`-like files at depth two, and any file in `<top>/<x>/<N>/` with N an integer or
+    a semver make an entry `<x>`, listed in the catalog with whatever it has.
+    """
+    stray = []
+    for parts in files:
+        if len(parts) < 2 or parts[0] == "templates" or parts[0].endswith("-templates"):
+            continue
+        name = parts[-1]
+        entry_file = name in {"config.yml", "template.yml"} or name.startswith(("catalogIcon", "icon"))
+        entry_readme = len(parts) == 2 and name.lower().startswith("readme.md")
+        version_file = len(parts) >= 3 and (parts[2].isdigit() or _SEMVER.match(parts[2]) is not None)
+        if entry_file or entry_readme or version_file:
+            stray.append("/".join(parts))
+    return stray
+
+
+def test_catalog_layout_is_what_the_catalog_service_indexes() -> None:
+    assert not (REPO / "rancher" / "templates").exists(), (
+        "rancher/templates/ is not indexed: the catalog service reads templates/<entry>/ at the repository root"
+    )
+    assert (CATALOG / "config.yml").is_file(), "templates/keepalived/config.yml is missing"
+    assert len(list(CATALOG.glob("catalogIcon-*"))) == 1
+    folders = [p for p in CATALOG.iterdir() if p.is_dir()]
+    assert all(p.name.isdigit() for p in folders), f"version folders must be named 0, 1, ...: {folders}"
+    numbers = sorted(int(p.name) for p in folders)
+    assert numbers == list(range(len(numbers))) and numbers, f"version folders must be 0, 1, ... in turn: {numbers}"
+    versions = []
+    for number in numbers:
+        folder = CATALOG / str(number)
+        names = {p.name for p in folder.iterdir()}
+        assert "rancher-compose.yml" in names, f"{folder} has no rancher-compose.yml"
+        assert names & {"docker-compose.yml", "docker-compose.yml.tpl"}, f"{folder} has no docker-compose.yml(.tpl)"
+        catalog = yaml.safe_load((folder / "rancher-compose.yml").read_text())[".catalog"]
+        assert catalog.get("version"), f"{folder}: a version without .catalog.version is not listed"
+        versions.append(str(catalog["version"]))
+    assert len(set(versions)) == len(versions), f"two version folders with one version: {versions}"
+    config = yaml.safe_load((CATALOG / "config.yml").read_text())
+    assert str(config["version"]) == versions[-1], "config.yml's version (the default) should be the newest"
+    stray = stray_catalog_entries(repository_files())
+    assert not stray, f"the catalog service would list these as catalog entries of their own: {stray}"
+
+
+def test_stray_catalog_entries_are_recognised() -> None:
+    files = [
+        ("rancher", "README.md"),
+        ("rancher", "templates", "keepalived", "config.yml"),
+        ("docs", "thing", "0", "docker-compose.yml"),
+        ("docs", "thing", "v1.2.3", "rancher-compose.yml"),
+        ("templates", "keepalived", "config.yml"),
+        ("templates", "keepalived", "0", "docker-compose.yml.tpl"),
+        ("infra-templates", "x", "config.yml"),
+        ("supervisor", "core", "templates", "keepalived.conf.j2"),
+        ("tests", "unit", "golden", "README.md"),
+        ("README.md",),
+    ]
+    assert stray_catalog_entries(files) == [
+        "rancher/README.md",
+        "rancher/templates/keepalived/config.yml",
+        "docs/thing/0/docker-compose.yml",
+        "docs/thing/v1.2.3/rancher-compose.yml",
+    ]
 
 
 def test_catalog_files() -> None:
