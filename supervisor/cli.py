@@ -161,6 +161,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from supervisor.adapters.status import format_status, health_verdict, read_status
 
     run_dir = _status_dir()
+    if args.dump:
+        return _dump(run_dir)
     try:
         data = read_status(run_dir)
     except (OSError, ValueError) as error:
@@ -185,6 +187,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if keepalived_running and healthy else EXIT_FAILED
 
 
+def _dump(run_dir: Path) -> int:
+    """keepalived's own dump: SIGUSR1 to the supervisor (which passes it on), then keepalived's data file."""
+    import signal
+    import time
+
+    from supervisor.adapters.status import read_status
+
+    try:
+        pid = int(read_status(run_dir).get("supervisor_pid") or 0)
+    except (OSError, ValueError):
+        pid = 0
+    if not _pid_alive(pid):
+        print(f"supervisor not running: no live supervisor in {run_dir}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    data_file = Path(os.environ.get("TMPDIR") or "/tmp") / "keepalived.data"  # where keepalived writes it
+    before = data_file.stat().st_mtime_ns if data_file.exists() else 0
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if data_file.exists() and data_file.stat().st_mtime_ns != before:
+            time.sleep(0.1)  # let keepalived finish writing
+            sys.stdout.write(data_file.read_text(errors="replace"))
+            return EXIT_OK
+        time.sleep(0.05)
+    print(f"keepalived wrote no new {data_file} within 5 s", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keepalived-supervisor",
@@ -201,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
         "--quiet", action="store_true", help="print nothing; exit 0 when supervisor and keepalived run (healthcheck)"
+    )
+    status.add_argument(
+        "--dump", action="store_true", help="print keepalived's own data dump (SIGUSR1, then TMPDIR/keepalived.data)"
     )
     status.set_defaults(func=cmd_status)
     return parser

@@ -1,0 +1,103 @@
+"""What operators see of real supervisors: /metrics and /healthz, keepalived's own dump, a truthful HEALTHCHECK.
+
+Supervisors from this checkout in network namespaces (lab.netns) with real keepalived, no Docker engine.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from lab.netns import Lab, Node, wait_until
+
+VIP = "198.51.100.100"
+FETCH = (
+    "import sys, urllib.request, urllib.error\n"
+    "try:\n"
+    "    answer = urllib.request.urlopen(sys.argv[1], timeout=3)\n"
+    "    print(answer.status); print(answer.read().decode())\n"
+    "except urllib.error.HTTPError as error:\n"
+    "    print(error.code); print(error.read().decode())\n"
+)
+
+
+def http(node: Node, path: str) -> tuple[int, str]:
+    """GET http://<node>:9655<path> from inside the node's namespace."""
+    result = node.exec(sys.executable, "-c", FETCH, f"http://{node.address}:9655{path}", check=False)
+    status, _, body = result.stdout.partition("\n")
+    return (int(status) if status.strip().isdigit() else 0), body.strip()
+
+
+def vrrp_state(node: Node, vrid: int) -> float | None:
+    _, body = http(node, "/metrics")
+    found = re.search(rf'keepalived_vrrp_state\{{[^}}]*iname="VI_{vrid}"[^}}]*\}} (\S+)', body)
+    return float(found.group(1)) if found else None
+
+
+def test_lone_node_metrics_healthz_and_dump(lab: Lab, tmp_path: Path) -> None:
+    a = lab.add_node("a", 11)
+    a.start_supervisor({"VIRTUAL_IP": VIP, "VRID": "66", "PRIORITY": "150", "TMPDIR": str(a.run_dir)})
+    wait_until(lambda: a.instance_state("VI_66") == "MASTER", 20, "a MASTER")
+    wait_until(lambda: vrrp_state(a, 66) == 2, 10, "keepalived_vrrp_state 2 (MASTER) in /metrics")
+    status, body = http(a, "/metrics")
+    assert status == 200
+    assert re.search(r'keepalived_vrrp_state\{.*intf="eth0".*\} 2', body), body
+    assert f'ip_address="{VIP}"' in body and 'vrid="66"' in body
+    assert re.search(r"^keepalived_up 1(\.0)?$", body, re.M), body
+    assert 'keepalived_supervisor_transitions_total{iname="VI_66",state="MASTER"} 1.0' in body
+    assert 'keepalived_supervisor_reloads_total{result="applied"}' in body
+    assert http(a, "/healthz") == (200, "ok")
+
+    # keepalived's own dump, through SIGUSR1 to the supervisor (PID 1 in the image) and `status --dump`.
+    data = a.run_dir / "keepalived.data"
+    a.signal(signal.SIGUSR1)
+    wait_until(data.exists, 10, "keepalived.data written after SIGUSR1 to the supervisor")
+    assert "VI_66" in data.read_text(errors="replace")
+    dump = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status", "--dump"], env=a.env, capture_output=True, text=True, timeout=30
+    )
+    assert dump.returncode == 0 and "VI_66" in dump.stdout, dump.stderr
+
+    quiet = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status", "--quiet"], env=a.env, capture_output=True, timeout=30
+    )
+    assert quiet.returncode == 0, quiet.stderr
+
+
+def test_pending_invalid_settings_edit_keeps_the_healthcheck_green(lab: Lab, tmp_path: Path) -> None:
+    a = lab.add_node("a", 11)
+    settings = tmp_path / "settings.env"
+    settings.write_text("PRIORITY=150\n")
+    a.start_supervisor({"VIRTUAL_IP": VIP, "VRID": "67", "SETTINGS_FILE": str(settings)})
+    wait_until(lambda: a.has(VIP), 20, "the VIP held")
+    settings.write_text("PRIORITY=999\n")  # invalid, waiting for a SIGHUP that would reject it
+    quiet = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status", "--quiet"], env=a.env, capture_output=True, timeout=30
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    a.signal(signal.SIGHUP)
+    wait_until(lambda: bool(a.status().get("pending_problems")), 10, "the pending problem reported in status")
+    shown = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status"], env=a.env, capture_output=True, text=True, timeout=30
+    )
+    assert "PRIORITY='999'" in shown.stdout, shown.stdout
+    quiet = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status", "--quiet"], env=a.env, capture_output=True, timeout=30
+    )
+    assert quiet.returncode == 0, quiet.stderr
+    assert http(a, "/healthz")[0] == 200
+
+
+def test_metrics_follow_a_failover(lab: Lab) -> None:
+    a, b = lab.add_node("a", 11), lab.add_node("b", 12)
+    for node, priority in ((a, "150"), (b, "100")):
+        node.start_supervisor({"VIRTUAL_IP": VIP, "VRID": "68", "PRIORITY": priority, "ADVERT_INT": "0.5"})
+    wait_until(lambda: vrrp_state(a, 68) == 2 and vrrp_state(b, 68) == 1, 20, "a MASTER (2) and b BACKUP (1)")
+    a.signal(signal.SIGTERM)
+    wait_until(lambda: vrrp_state(b, 68) == 2, 10, "b MASTER (2) in its metrics after a stopped")
+    _, body = http(b, "/metrics")
+    assert 'keepalived_supervisor_transitions_total{iname="VI_68",state="MASTER"} 1.0' in body
+    assert 'keepalived_supervisor_transitions_total{iname="VI_68",state="BACKUP"} 1.0' in body
