@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,15 +39,17 @@ LAN = SVC = "198.51.100"
 SCRIPT_DIR = Path("/run/kat-lab/scripts")
 
 
-# Runs in the client's network namespace. "first ADDR EXPECTED LIMIT": connect every 2 ms until a front end answers
+# Runs in the client's network namespace; ADDR may be ADDR:PORT (port 80 otherwise). "first ADDR EXPECTED LIMIT":
+# connect every 2 ms (each attempt cut at 2 ms: a held VIP on this bridge answers well within it) until a front end answers
 # EXPECTED, print that moment (epoch seconds). "loop ADDR SECONDS INTERVAL": one request per INTERVAL for SECONDS,
 # print JSON counts of answers by body and failures. Bounded in time either way.
 CLIENT_CODE = r"""
 import json, socket, sys, time
 
 def ask(address, timeout):
+    host, _, port = address.partition(":")
     try:
-        with socket.create_connection((address, 80), timeout=timeout) as conn:
+        with socket.create_connection((host, int(port or 80)), timeout=timeout) as conn:
             conn.settimeout(0.5)
             conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
             data = b""
@@ -60,7 +63,7 @@ mode, address = sys.argv[1], sys.argv[2]
 if mode == "first":
     expected, limit = sys.argv[3], time.time() + float(sys.argv[4])
     while time.time() < limit:
-        if ask(address, 0.02) == expected:
+        if ask(address, 0.002) == expected:
             print(f"{time.time():.6f}")
             sys.exit(0)
         time.sleep(0.002)
@@ -252,8 +255,8 @@ class SimHost:
             "detach": True,
             "healthcheck": healthcheck,
         }
-        if publish:  # a published binding (on the machine's loopback), as `docker run -p` users have
-            options["ports"] = {f"{port}/tcp": ("127.0.0.1", port)}
+        if publish:  # a published binding (on a loopback address of the host's own), as `docker run -p` users have
+            options["ports"] = {f"{port}/tcp": (f"127.0.0.{self.address.rsplit('.', 1)[1]}", port)}
         if mode == "shared":
             options["network_mode"] = f"container:{self.container.id}"
             container = self.lab.client.containers.run(IMAGE, command, **options)
@@ -388,3 +391,31 @@ class HostLab:
                     break
                 except docker.errors.APIError:
                     time.sleep(0.25)
+
+
+class HolderSampler:
+    """Samples every host in the background: how many samples saw no holder, and how many saw two."""
+
+    def __init__(self, lab: HostLab, address: str) -> None:
+        self.lab = lab
+        self.address = address
+        self.samples = 0
+        self.none = 0
+        self.two = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            held = sum(host.has(self.address) for host in self.lab.hosts)
+            self.samples += 1
+            self.none += held == 0
+            self.two += held > 1
+
+    def __enter__(self) -> HolderSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()

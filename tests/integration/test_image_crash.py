@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 
 import docker.errors
 
 from lab.engine import SUPERVISOR_IMAGE, engine_client, wait_until
-from lab.hosts import HostLab, SimHost
+from lab.hosts import HolderSampler, HostLab, SimHost
 from tests.conftest import require
 
 VIP = "198.51.100.100"
@@ -48,33 +47,6 @@ def only_on(lab: HostLab, host: SimHost) -> Callable[[], bool]:
     return lambda: host.has(VIP) and all(not other.has(VIP) for other in lab.hosts if other is not host)
 
 
-class HolderSampler:
-    """Samples every host in the background: how many samples saw no holder, and how many saw two."""
-
-    def __init__(self, lab: HostLab) -> None:
-        self.lab = lab
-        self.samples = 0
-        self.none = 0
-        self.two = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            held = sum(host.has(VIP) for host in self.lab.hosts)
-            self.samples += 1
-            self.none += held == 0
-            self.two += held > 1
-
-    def __enter__(self) -> HolderSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def keepalived_pids(host: SimHost) -> list[int]:
     """Host pids of every keepalived process inside the host's supervisor container (parent and VRRP child)."""
     assert host.supervisor_container is not None
@@ -94,7 +66,7 @@ def test_keepalived_sigkill_on_the_master_ten_times_never_leaves_the_vip(hostlab
     wait_until(only_on(hostlab, h1), 60, "the VIP on h1")
     wait_until(lambda: state_of(h1) == "MASTER", 20, "h1 reporting MASTER")
     time.sleep(2)
-    with HolderSampler(hostlab) as sampler:
+    with HolderSampler(hostlab, VIP) as sampler:
         for round_number in range(10):
             before = keepalived_pids(h1)
             assert before, "no keepalived found in h1's supervisor container"
@@ -124,7 +96,7 @@ def test_docker_kill_of_the_master_supervisor_leaves_no_duplicate(hostlab: HostL
     wait_until(only_on(hostlab, h1), 60, "the VIP on h1")
     time.sleep(2)
     assert h1.supervisor_container is not None
-    with HolderSampler(hostlab) as sampler:
+    with HolderSampler(hostlab, VIP) as sampler:
         killed = time.monotonic()
         h1.supervisor_container.container.kill()
         # master-down at advert 1 s and priority 250: 3 x 1 + (256 - 250) / 256 s; plus one second.

@@ -16,7 +16,7 @@ import docker.errors
 import pytest
 
 from lab.engine import SUPERVISOR_IMAGE, engine_client, wait_until
-from lab.hosts import HostLab, SimHost
+from lab.hosts import HolderSampler, HostLab, SimHost
 from tests.conftest import require
 from tests.integration.dockerlab import require_engine
 
@@ -82,32 +82,6 @@ def keepalived_running(host: SimHost) -> Callable[[], bool]:
     return lambda: (
         host.supervisor_container is not None and bool(host.supervisor_container.status().get("keepalived_running"))
     )
-
-
-class DuplicateWatch:
-    """Samples both hosts every few ms in the background; records any moment both hold the VIP."""
-
-    def __init__(self, lab: HostLab) -> None:
-        self.lab = lab
-        self.samples = 0
-        self.duplicates: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            held = [host.has(VIP) for host in self.lab.hosts]
-            self.samples += 1
-            if all(held):
-                self.duplicates.append(time.monotonic())
-
-    def __enter__(self) -> DuplicateWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_cold_start_and_service_death(hostlab: HostLab) -> None:
@@ -179,16 +153,16 @@ def test_kill_and_restart_of_master_supervisor_never_duplicates_vip(hostlab: Hos
     wait_until(only_on(hostlab, h1), 60, "the VIP on h1")
     assert h1.supervisor_container is not None
     container = h1.supervisor_container.container
-    with DuplicateWatch(hostlab) as watch:
+    with HolderSampler(hostlab, VIP) as watch:
         container.kill()
         container.start()
         wait_until(lambda: h1.supervisor_container is not None and "MASTER" in h1.supervisor_container.status_text(),
                    60, "h1's restarted supervisor MASTER again")  # fmt: skip
         wait_until(only_on(hostlab, h1), 30, "the VIP on h1 only")
         time.sleep(2)
-    print(f"kill + restart: {watch.samples} samples of both hosts, {len(watch.duplicates)} with a duplicate VIP")
+    print(f"kill + restart: {watch.samples} samples of both hosts, {watch.two} with a duplicate VIP")
     assert watch.samples > 100
-    assert not watch.duplicates, "both hosts held the VIP at once"
+    assert watch.two == 0, "both hosts held the VIP at once"
     assert "removed stale virtual IP" in h1.supervisor_container.logs()
 
 
