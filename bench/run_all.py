@@ -84,6 +84,8 @@ def service_death(mode: str, runs: int, advert: str = "1") -> tuple[list[float],
         for host, priority, port in ((h1, 254, ports[0]), (h2, 250, ports[1])):
             env = {"VIRTUAL_IP": VIP, "VRID": "81", "PRIORITY": str(priority), "UNICAST_PEERS": peers,
                    "ADVERT_INT": advert, "CHECK_PORT": str(port), "DISCOVER_CHECK_PORT": "false"}  # fmt: skip
+            if mode in {"ours"}:
+                del env["CHECK_PORT"]  # the labels say what to probe
             if mode == "check_port":
                 env.update({"DISCOVER_CHECK_PORT": "true", "LABEL_SELECTOR": "", "LABEL_PREFIX": f"kat{lab.id}."})
             elif mode in {"polling", "no_check"}:

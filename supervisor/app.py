@@ -263,6 +263,10 @@ class Supervisor:
             self._loop()
         finally:
             log.info("stopping keepalived (signal %s)", self._stop_signal)
+            # keepalived first: its priority-0 advert hands the VIP over at once; everything else can wait.
+            if self.lease is not None:
+                self.lease.stop()  # the lease must not touch an address keepalived is removing
+            status = self.keepalived.stop()
             self.watcher.stop()
             self.addresses.stop()
             if self.rancher is not None:
@@ -271,9 +275,6 @@ class Supervisor:
                 listener.stop()
             if self.http is not None:
                 self.http.close()
-            if self.lease is not None:
-                self.lease.stop()  # keepalived's graceful stop removes the VIPs; the lease must not fight it
-            status = self.keepalived.stop()
             self.health.stop()
             self.fifo.stop()
             self.hooks.stop(self.settings.notify_timeout)  # after the FIFO: keepalived's STOP reaches NOTIFY too
