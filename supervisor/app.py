@@ -50,10 +50,12 @@ log = logging.getLogger(__name__)
 
 STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # a failed reconcile is tried again after 1 s, doubling up to 30 s
-LEASE_RENEW_EVERY = 0.5  # with a 2 s lease, the renew thread may stall 1.5 s before a healthy MASTER loses its VIP
+LEASE_RENEW_EVERY = 1.0  # with a 2 s lease, the renew thread may stall 1 s before a healthy MASTER loses its VIP
 RESUME_RELOAD_AFTER = 1.0
 RESUME_HOLD_SECONDS = 2  # the VIP's copy on lo during such a restart expires by itself (kernel lifetime)  # after a restart that kept the VIPs, the real priorities return in a reload this much later
-STEP_FAILURES_RED = 3  # a loop step that failed this many times in a row makes the node unhealthy
+STEP_FAILURES_RED = 3
+INTERFACE_POLL_EVERY = 2  # polls between checks for a re-created interface (each one a netlink round trip)
+HELD_POLL_EVERY = 10  # polls (seconds) between safety-net checks of the VIPs held; netlink events do the real work  # a loop step that failed this many times in a row makes the node unhealthy
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # keepalived writes its data and stats files on these
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *FORWARDED_SIGNALS)
 
@@ -144,6 +146,7 @@ class Supervisor:
         self._retry_at: float | None = None
         self._retry_delay = RETRY_FIRST
         self._resume_masters: frozenset[str] = frozenset()
+        self._polls = 0
         self._earlier_vips = installed_vips(self.keepalived.installed_text())
         self._step_failures: dict[str, int] = {}
         self._interface_index: dict[str, int] = {}
@@ -480,12 +483,16 @@ class Supervisor:
             self.board.record_vips_held(instance.name, bool(net.held_vips(instance.interface, instance.vips)))
 
     def _poll(self) -> None:
-        """Once a second: re-created interfaces, the health of every part, and (again) whether the VIPs are held."""
+        """Once a second: re-created interfaces and the health of every part; every 10 s (a safety net for the
+        netlink address events) whether the VIPs are held."""
         plan = self._plan
         self.metrics.set_up(self.keepalived.pid is not None)
+        self._polls += 1
         if plan is not None:
-            self._record_held()
-            self._check_interfaces(plan)
+            if self._polls % HELD_POLL_EVERY == 0:
+                self._record_held()
+            if self._polls % INTERFACE_POLL_EVERY == 0:
+                self._check_interfaces(plan)
             self._check_split_brain(plan)
         parts: dict[str, Callable[[], str | None]] = {"docker watcher": self.watcher_problem}
         parts["health"] = self.health.problem

@@ -124,7 +124,7 @@ class HealthMonitor:
         policy: str,
         on_verdict: Callable[[str, bool, str], None] | None = None,
         *,
-        enforce_interval: float = 0.5,
+        enforce_interval: float = 1.0,
         problem_after: float = 5.0,
         on_probe: Callable[[str, str, bool, float], None] | None = None,
     ) -> None:

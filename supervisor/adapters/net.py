@@ -132,7 +132,7 @@ class AddressWatcher:
                 with IPRoute() as ipr:
                     ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
                     while not self._stop.is_set():
-                        ready, _, _ = select.select([ipr.fileno()], [], [], 0.5)
+                        ready, _, _ = select.select([ipr.fileno()], [], [], 2.0)
                         if not ready:
                             continue
                         messages = ipr.get()

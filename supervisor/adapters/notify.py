@@ -40,7 +40,7 @@ def parse_notify_line(line: str) -> Transition | None:
 
 MAX_LINE = 65536  # a longer line without a newline is dropped, so a stray writer cannot grow memory
 RETRY_DELAY = 0.5
-POLL_SECONDS = 0.2
+POLL_SECONDS = 1.0  # a line wakes the reader at once; this only bounds how long a stop waits
 CHECK_PATH_EVERY = 1.0
 
 
