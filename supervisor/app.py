@@ -28,7 +28,7 @@ from typing import Any
 from supervisor.adapters import net
 from supervisor.adapters.docker_watch import ContainerEvent, DockerWatcher
 from supervisor.adapters.health import HealthMonitor
-from supervisor.adapters.hooks import NotifyHooks
+from supervisor.adapters.hooks import NotifyHooks, hook_problems
 from supervisor.adapters.keepalived import ConfigRejected, Keepalived, KeepalivedPaths, installed_vips
 from supervisor.adapters.lease import VipLease
 from supervisor.adapters.logs import configure_logging
@@ -231,7 +231,9 @@ class Supervisor:
         self.install_signal_handlers()
         (self.run_dir / "health").mkdir(mode=0o755, parents=True, exist_ok=True)  # track files, written by health
         plan = self.plan()
-        problems = [*plan.fatal, *script_problems(self.settings)]
+        hooks = (self.settings.notify, self.settings.notify_master, self.settings.notify_backup,
+                 self.settings.notify_fault)  # fmt: skip
+        problems = [*plan.fatal, *script_problems(self.settings), *hook_problems(*hooks, self.settings.script_user)]
         if problems:
             for problem in problems:
                 log.error("%s", problem)

@@ -139,10 +139,14 @@ def cmd_check(_args: argparse.Namespace) -> int:
     settings = _load()
     if settings is None:
         return EXIT_INVALID
+    from supervisor.adapters.hooks import hook_problems
     from supervisor.adapters.preflight import script_problems
 
     plan = plan_here(settings)
-    problems = [*plan.fatal, *script_problems(settings), *plan.problems]
+    hooks = hook_problems(
+        settings.notify, settings.notify_master, settings.notify_backup, settings.notify_fault, settings.script_user
+    )
+    problems = [*plan.fatal, *script_problems(settings), *hooks, *plan.problems]
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
