@@ -101,3 +101,32 @@ def test_metrics_follow_a_failover(lab: Lab) -> None:
     _, body = http(b, "/metrics")
     assert 'keepalived_supervisor_transitions_total{iname="VI_68",state="MASTER"} 1.0' in body
     assert 'keepalived_supervisor_transitions_total{iname="VI_68",state="BACKUP"} 1.0' in body
+
+
+def test_partition_raises_split_brain_and_healing_leaves_one_master(lab: Lab) -> None:
+    """VRRP dropped by each node's firewall (keepalived hears nothing; the supervisor's packet socket still does):
+    both become MASTER and /metrics says split brain; healed, one MASTER within 3 adverts and the gauge clears."""
+    a, b = lab.add_node("a", 11), lab.add_node("b", 12)
+    for node, priority in ((a, "150"), (b, "100")):
+        node.start_supervisor({"VIRTUAL_IP": VIP, "VRID": "69", "PRIORITY": priority, "ADVERT_INT": "0.5"})
+    wait_until(lambda: a.instance_state("VI_69") == "MASTER" and b.instance_state("VI_69") == "BACKUP", 20, "a/b")
+
+    def split(node: Node) -> float | None:
+        found = re.search(r'keepalived_supervisor_split_brain\{iname="VI_69"\} (\S+)', http(node, "/metrics")[1])
+        return float(found.group(1)) if found else None
+
+    assert split(a) == 0 and split(b) == 0
+    for node in (a, b):
+        node.exec("iptables", "-I", "INPUT", "-p", "112", "-j", "DROP")
+    try:
+        wait_until(lambda: a.instance_state("VI_69") == "MASTER" and b.instance_state("VI_69") == "MASTER", 20,
+                   "both MASTER while partitioned")  # fmt: skip
+        wait_until(lambda: split(a) == 1 and split(b) == 1, 20, "split_brain 1 on both nodes")
+        assert "split brain DETECTED" in a.log_text() and "split brain DETECTED" in b.log_text()
+    finally:
+        for node in (a, b):
+            node.exec("iptables", "-D", "INPUT", "-p", "112", "-j", "DROP", check=False)
+    healed = wait_until(lambda: b.instance_state("VI_69") == "BACKUP", 10, "b BACKUP again after healing")
+    assert healed <= 3 * 0.5 + 1.0, f"one MASTER only {healed:.2f} s after healing"  # 3 adverts, plus polling slack
+    assert a.has(VIP) and not b.has(VIP)
+    wait_until(lambda: split(a) == 0 and split(b) == 0, 10, "split_brain cleared on both")
