@@ -101,9 +101,10 @@ def service_death(mode: str, runs: int, advert: str = "1") -> tuple[list[float],
         timings: list[float] = []
         returns: list[float] = []
         window = 5.0 if mode == "no_check" else 20.0
+        wait_until(lambda: serves(lab, h1, "s1", ports[0]), 60, f"{mode}: the VIP on h1 serving s1")
         for run in range(runs):
-            wait_until(lambda: serves(lab, h1, "s1", ports[0]), 60, f"{mode}: the VIP on h1 serving s1")
-            time.sleep(1.0)
+            wait_until(lambda: h1.has(VIP) and not h2.has(VIP), 60, f"{mode}: the VIP on h1 only")
+            time.sleep(0.5)
             client = lab.client_process("first", f"{VIP}:{ports[1]}", "s2", str(window))
             time.sleep(0.3)
             killed_at = time.time()
@@ -115,7 +116,7 @@ def service_death(mode: str, runs: int, advert: str = "1") -> tuple[list[float],
                 raise RuntimeError(f"{mode} run {run}: the backup never answered within {window:g} s")
             started = time.monotonic()
             h1.services[0].start()
-            wait_until(lambda: serves(lab, h1, "s1", ports[0]), 60, f"{mode}: the VIP back on h1")
+            wait_until(lambda: h1.has(VIP) and not h2.has(VIP), 60, f"{mode}: the VIP back on h1", interval=0.01)
             returns.append(time.monotonic() - started)
             print(f"  {mode:10s} advert {advert:4s} run {run + 1:2d}: "
                   f"{(timings[-1] * 1000 if timings and client.returncode == 0 else float('nan')):8.1f} ms", flush=True)  # fmt: skip
