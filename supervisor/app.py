@@ -54,7 +54,7 @@ LEASE_RENEW_EVERY = 1.0  # with a 2 s lease, the renew thread may stall 1 s befo
 RESUME_RELOAD_AFTER = 1.0
 RESUME_HOLD_SECONDS = 2  # the VIP's copy on lo during such a restart expires by itself (kernel lifetime)  # after a restart that kept the VIPs, the real priorities return in a reload this much later
 STEP_FAILURES_RED = 3
-INTERFACE_POLL_EVERY = 2  # polls between checks for a re-created interface (each one a netlink round trip)
+INTERFACE_POLL_EVERY = 30  # a safety net: netlink link events trigger the check for a re-created interface
 HELD_POLL_EVERY = 10  # polls (seconds) between safety-net checks of the VIPs held; netlink events do the real work  # a loop step that failed this many times in a row makes the node unhealthy
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # keepalived writes its data and stats files on these
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *FORWARDED_SIGNALS)
@@ -124,7 +124,8 @@ class Supervisor:
             watch_unlabelled=settings.discover_check_port and settings.check.port is not None,  # CHECK_PORT / Rancher
         )
         self.fifo: NotifyFifoReader | None = None
-        self.addresses = net.AddressWatcher(self._on_address_change)
+        self.addresses = net.AddressWatcher(self._on_address_change, self._on_link_change)
+        self._links_changed = False
         self.hooks = NotifyHooks(
             settings.notify,
             settings.notify_master,
@@ -361,7 +362,7 @@ class Supervisor:
             if self.debouncer.due(now) or due_retry:
                 self.debouncer.clear()
                 self._step("reconcile", self.reconcile)
-            if now >= next_poll:
+            if now >= next_poll or self._links_changed:
                 next_poll = now + 1.0
                 self._step("poll", self._poll)
 
@@ -468,6 +469,11 @@ class Supervisor:
             log.error("cannot keep the VIPs across the keepalived restart: %s", error)
             self._resume_masters = frozenset()
 
+    def _on_link_change(self) -> None:
+        """Address-watch thread: an interface changed; the loop checks for a re-created one at once."""
+        self._links_changed = True
+        self.pipe.wake()
+
     def _on_address_change(self) -> None:
         """Address-watch thread: a VIP may have come or gone."""
         try:
@@ -493,7 +499,8 @@ class Supervisor:
         if plan is not None:
             if self._polls % HELD_POLL_EVERY == 0:
                 self._record_held()
-            if self._polls % INTERFACE_POLL_EVERY == 0:
+            if self._links_changed or self._polls % INTERFACE_POLL_EVERY == 0:
+                self._links_changed = False
                 self._check_interfaces(plan)
             self._check_split_brain(plan)
         parts: dict[str, Callable[[], str | None]] = {"docker watcher": self.watcher_problem}

@@ -459,7 +459,7 @@ def _serve(addr: str, metrics: Metrics, health: Callable[[], tuple[bool, str]]) 
     except OSError as error:
         raise OSError(error.errno, f"METRICS_ADDR={addr!r}: cannot listen: {error.strerror or error}") from error
     thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="metrics-http", daemon=True
+        target=httpd.serve_forever, kwargs={"poll_interval": 1.0}, name="metrics-http", daemon=True
     )
     thread.start()
     host_bound, port_bound = httpd.server_address[:2]

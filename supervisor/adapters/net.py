@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
 from supervisor.core.plan import HostFacts
 from supervisor.core.validate import IPAddress, VirtualAddress
@@ -110,8 +110,9 @@ class AddressWatcher:
     and the thread goes on.
     """
 
-    def __init__(self, on_change: Callable[[], None]) -> None:
+    def __init__(self, on_change: Callable[[], None], on_link: Callable[[], None] | None = None) -> None:
         self.on_change = on_change
+        self.on_link = on_link  # an interface appeared, disappeared or changed (a re-created one has a new index)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="address-watch", daemon=True)
 
@@ -130,14 +131,17 @@ class AddressWatcher:
         while not self._stop.is_set():
             try:
                 with IPRoute() as ipr:
-                    ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+                    ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_LINK)
                     while not self._stop.is_set():
                         ready, _, _ = select.select([ipr.fileno()], [], [], 2.0)
                         if not ready:
                             continue
                         messages = ipr.get()
-                        if any(m.get("event") in {"RTM_NEWADDR", "RTM_DELADDR"} for m in messages):
+                        events = {m.get("event") for m in messages}
+                        if events & {"RTM_NEWADDR", "RTM_DELADDR"}:
                             self.on_change()
+                        if self.on_link is not None and events & {"RTM_NEWLINK", "RTM_DELLINK"}:
+                            self.on_link()
             except Exception as error:  # the thread must outlive any netlink hiccup
                 log.warning("address watcher: %s; reopening in 1 s", error)
                 self._stop.wait(1.0)

@@ -43,7 +43,7 @@ SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
 
 VRRP_TYPE_ADVERTISEMENT = 1
 
-POLL_SECONDS = 0.5  # how often the thread looks at the stop flag
+POLL_SECONDS = 2.0  # how often the thread looks at the stop flag (a packet wakes it at once)
 RETRY_INITIAL = 0.5  # first delay before reopening a failed socket, doubled up to RETRY_MAX
 RETRY_MAX = 10.0
 RETAIN_SECONDS = 60.0  # adverts older than this are forgotten
