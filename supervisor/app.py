@@ -256,6 +256,7 @@ class Supervisor:
         self.fifo = NotifyFifoReader(plan.state.notify_fifo, self._on_transition)
         self.fifo.start()
         self._start_keepalived()
+        self._check_interfaces(plan)  # records each interface's index: a later change means it was re-created
         if self.lease is not None:
             self.lease.start()
         self.addresses.start()
