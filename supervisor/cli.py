@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -93,22 +92,13 @@ def engine_snapshot(settings: Settings, timeout: float = 5.0) -> Snapshot | None
 
 
 def _managed_vips(settings: Settings) -> frozenset[IPAddress]:
-    """The VIPs a running supervisor's keepalived may hold here (from its status), so they are not taken for the
-    host's own addresses."""
+    """The VIPs keepalived may hold here: the environment's and those of the installed config (which a running
+    supervisor installed from its plan), so they are not taken for the host's own addresses."""
     from supervisor.adapters.keepalived import KeepalivedPaths, installed_vips
-    from supervisor.adapters.status import read_status
 
     vips: set[IPAddress] = {vip.address for vip in settings.virtual_ips}
     with contextlib.suppress(OSError, UnicodeDecodeError):
         vips |= installed_vips(KeepalivedPaths(settings.run_dir).config.read_text(encoding="utf-8"))
-    try:
-        data = read_status(settings.run_dir)
-    except (OSError, ValueError):
-        return frozenset(vips)
-    for entry in data.get("instances", []):
-        for vip in entry.get("vips", []):
-            with contextlib.suppress(ValueError):
-                vips.add(ipaddress.ip_interface(vip).ip)
     return frozenset(vips)
 
 

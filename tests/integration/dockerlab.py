@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import docker
+import docker.errors
 import pytest
 
 from lab.containers import (
@@ -20,7 +21,7 @@ from lab.containers import (
     start_dockerd,
     stop_dockerd,
 )
-from lab.engine import IMAGE, REPO, TEST_LABEL, engine_client, ensure_image, new_run_id, wait_until
+from lab.engine import IMAGE, REPO, SUPERVISOR_IMAGE, TEST_LABEL, engine_client, ensure_image, new_run_id, wait_until
 from tests.conftest import require
 
 __all__ = [
@@ -57,3 +58,14 @@ def require_engine() -> None:
     """Skip the calling test module when the engine is unusable, or fail under REQUIRE_INTEGRATION=1."""
     problem = engine_problem()
     require(problem is None, problem or "")
+
+
+def require_image() -> None:
+    """Skip (fail under REQUIRE_INTEGRATION=1) when the supervisor image was not built from the Dockerfile."""
+    require_engine()
+    try:
+        engine_client().images.get(SUPERVISOR_IMAGE)
+        built = True
+    except docker.errors.ImageNotFound:
+        built = False
+    require(built, f"the image {SUPERVISOR_IMAGE} is not built (scripts/test.sh builds it from the Dockerfile)")

@@ -12,23 +12,12 @@ import signal
 import time
 from collections.abc import Callable
 
-import docker.errors
-
-from lab.engine import SUPERVISOR_IMAGE, engine_client, wait_until
+from lab.engine import wait_until
 from lab.hosts import HolderSampler, HostLab, SimHost
-from tests.conftest import require
+from tests.integration.dockerlab import require_image
 
 VIP = "198.51.100.100"
 LABELS = {"keepalived.enable": "true", "keepalived.port": "80", "keepalived.check": "http"}
-
-
-def require_image() -> None:
-    try:
-        engine_client().images.get(SUPERVISOR_IMAGE)
-        built = True
-    except docker.errors.ImageNotFound:
-        built = False
-    require(built, f"the image {SUPERVISOR_IMAGE} is not built (scripts/test.sh builds it from the Dockerfile)")
 
 
 def start(lab: HostLab) -> tuple[SimHost, SimHost]:

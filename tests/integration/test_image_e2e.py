@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import docker.errors
 import pytest
 
-from lab.engine import SUPERVISOR_IMAGE, engine_client, wait_until
+from lab.engine import wait_until
 from lab.hosts import HolderSampler, HostLab, SimHost
-from tests.conftest import require
-from tests.integration.dockerlab import require_engine
+from tests.integration.dockerlab import require_image
 
 VIP = "198.51.100.100"
 LABELS = {"keepalived.enable": "true", "keepalived.port": "80", "keepalived.check": "http"}
@@ -26,13 +24,7 @@ LABELS = {"keepalived.enable": "true", "keepalived.port": "80", "keepalived.chec
 
 @pytest.fixture
 def hostlab(tmp_path: Path) -> Iterator[HostLab]:
-    require_engine()
-    try:
-        engine_client().images.get(SUPERVISOR_IMAGE)
-        built = True
-    except docker.errors.ImageNotFound:
-        built = False
-    require(built, f"the image {SUPERVISOR_IMAGE} is not built (scripts/test.sh builds it from the Dockerfile)")
+    require_image()
     lab = HostLab(tmp_path)
     try:
         yield lab
