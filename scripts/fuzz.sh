@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A long property-based run over every variable and every label (CI runs a short one):
-#   sudo bash scripts/fuzz.sh [EXAMPLES]      (default 20000 examples per test)
+#   bash scripts/fuzz.sh [EXAMPLES]      (default 20000 examples per test)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$KAT_ROOT"

@@ -12,7 +12,7 @@ kat_say() { printf '%s\n' "$*" >&2; }
 # Root on Debian (apt-get) or a clear list of what is missing.
 kat_need_root_debian() {
     local missing=()
-    [ "$(id -u)" -eq 0 ] || missing+=("root (run with sudo)")
+    [ "$(id -u)" -eq 0 ] || missing+=("root (run as root, or prefix the command with sudo)")
     command -v apt-get >/dev/null 2>&1 || missing+=("apt-get (a Debian or Ubuntu machine)")
     command -v python3 >/dev/null 2>&1 || missing+=("python3 (3.11 or newer)")
     if [ ${#missing[@]} -gt 0 ]; then
