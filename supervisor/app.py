@@ -30,7 +30,7 @@ from supervisor.adapters.docker_watch import ContainerEvent, DockerWatcher
 from supervisor.adapters.health import HealthMonitor
 from supervisor.adapters.hooks import NotifyHooks, hook_problems
 from supervisor.adapters.keepalived import ConfigRejected, Keepalived, KeepalivedPaths, installed_vips
-from supervisor.adapters.lease import VipLease
+from supervisor.adapters.lease import VipLease, renew_period
 from supervisor.adapters.logs import configure_logging
 from supervisor.adapters.metrics import Metrics, Server
 from supervisor.adapters.notify import NotifyFifoReader, Transition
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # a failed reconcile is tried again after 1 s, doubling up to 30 s
-LEASE_RENEW_EVERY = 1.0  # with a 2 s lease, the renew thread may stall 1 s before a healthy MASTER loses its VIP
 RESUME_RELOAD_AFTER = 1.0
 RESUME_HOLD_SECONDS = 2  # the VIP's copy on lo during such a restart expires by itself (kernel lifetime)  # after a restart that kept the VIPs, the real priorities return in a reload this much later
 STEP_FAILURES_RED = 3
@@ -135,7 +134,7 @@ class Supervisor:
             settings.notify_timeout,
         )
         self.lease = (
-            VipLease(settings.vip_lease, LEASE_RENEW_EVERY, self._lease_targets, self._lease_allowed)
+            VipLease(settings.vip_lease, renew_period(settings.vip_lease), self._lease_targets, self._lease_allowed)
             if settings.vip_lease > 0
             else None
         )

@@ -23,23 +23,26 @@ out. ``stop()`` leaves the lifetimes as they are: on a graceful stop keepalived 
 stop that is not followed by keepalived's, the lease running out is exactly what we want. ``release_forever``
 puts the infinite lifetime back, for when the lease is turned off at runtime.
 
-Margins (defaults: lease 2 s, renew every 0.5 s). The kernel counts lifetimes in whole seconds and runs its
-expiry work on its own schedule: an address given 1 s disappears after about 1.04 s, one given 2 s after about
-2.08 s. After a hard kill the address therefore lingers at most about ``lease_seconds`` (+0.1 s) after the last
-renewal. While we live, a renewal thread that stalls costs the VIP only after ``lease_seconds - renew_every`` =
-1.5 s of stall, which a healthy thread never comes near. A lapse while keepalived lives is not silent:
-keepalived 2.2.7 sees the address go ("Netlink reflector reports IP ... removed"), enters BACKUP, sends a
-priority-0 advert (the peer takes over at once) and, with no peer, becomes MASTER again about a second later and
-adds the address back with an infinite lifetime. That is why ``allowed()`` must be true whenever keepalived runs.
+Margins (defaults: lease 2 s, renewed every second by the run loop, see ``renew_period``). The kernel counts
+lifetimes in whole seconds and runs its expiry work on its own schedule: an address given N s disappears N to N + 0.25
+s after the renewal (about N + 0.08 s seen here). After a hard kill the address therefore lingers 1.0 to 2.25 s (lease
+minus the time since the last renewal, plus the kernel's delay). While we live, a renewal thread that stalls costs the
+VIP only after ``lease_seconds - renew_every`` = 1 s of stall, which a healthy thread never comes near. A lapse while
+keepalived lives is not silent: keepalived 2.2.7 sees the address go ("Netlink reflector reports IP ... removed"),
+enters BACKUP, sends a priority-0 advert (the peer takes over at once) and, with no peer, becomes MASTER again about a
+second later and adds the address back with an infinite lifetime. That is why ``allowed()`` must be true whenever
+keepalived runs.
 
-The window that remains. The peer takes over after its master-down time, 3 x advert + skew (skew = (256 -
-priority) / 256 x advert). With the default 1 s advert that is over 3 s, longer than the 2 s lease (gone at most
-about 2.1 s after the kill), so a hard-killed node has let go before the peer takes the address. With sub-second
-adverts the master-down time (about 3 x advert) can be shorter than even the shortest lease (1 s, the kernel's
-unit), so after a hard kill a window of up to ``lease_seconds + 0.1 - master_down`` with two holders remains
-(e.g. advert 0.2 s, peer priority 100: master-down about 0.72 s; lease 1 s leaves up to about 0.4 s, lease 2 s up
-to about 1.4 s). Also, an address keepalived (re)adds has an infinite lifetime until our next turn, so a kill
-within ``renew_every`` of a transition to master leaves that address without a lease.
+The window that remains. The peer takes over its master-down time (3 x advert + skew, skew = (256 - priority) / 256 x
+advert) after the last advert it heard, and that advert left up to one advert interval before the kill: the takeover
+comes 2 x advert + skew to 3 x advert + skew after the kill. With the default 1 s advert that is 2.02 to 3.02 s (peer
+priority 250), against 1.0 to 2.25 s for the lease: the two overlap only when the kill falls just after a renewal and
+just before an advert, and then for at most about 0.2 s (a small fraction of hard kills). ``VIP_LEASE=1`` (renewed
+every 0.5 s) closes that window for adverts of 0.7 s and more, at the price of a 0.5 s stall budget. With sub-second
+adverts the master-down time can be shorter than even the shortest lease (1 s, the kernel's unit), so after a hard
+kill a window of up to ``lease_seconds + 0.25 - 2 x advert - skew`` with two holders remains. Also, an address
+keepalived (re)adds has an infinite lifetime until our next turn, so a kill within ``renew_every`` of a transition to
+master leaves that address without a lease.
 
 IPv6 VIPs are leased the same way. Kernel quirk seen on Linux 6.x: changing the lifetime of an IPv6 address gives
 its prefix route (if it has one) a bogus, already-passed expiry (``ip -6 route`` shows "expires -17180000sec"), and
@@ -58,20 +61,26 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from supervisor.adapters.net import interface_index
 from supervisor.core.validate import VirtualAddress
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 2
 """The lifetime given to a held VIP; the kernel's unit is a whole second, 1 is the shortest."""
-DEFAULT_RENEW_EVERY = 0.5
-"""Seconds between renewals: a stalled renewal thread costs the VIP after DEFAULT_LEASE_SECONDS - this."""
 FOREVER = 0xFFFFFFFF
 """The kernel's infinite lifetime (INFINITY_LIFE_TIME)."""
 MAX_LEASE_SECONDS = 3600
 THREAD_NAME = "vip-lease"
 
 Targets = Callable[[], list[tuple[str, list[VirtualAddress]]]]
+
+
+def renew_period(lease_seconds: int) -> float:
+    """How often the run loop renews a lease of `lease_seconds`: once a second, and at least twice per lease (a
+    1 s lease is renewed every 0.5 s). The renewal thread may stall for lease - period before a VIP lapses."""
+    return min(1.0, lease_seconds / 2)
+
 
 # Attributes of the dumped address that the request repeats, so that only the lifetimes change
 # (pyroute2 keyword -> netlink attribute).
@@ -94,10 +103,9 @@ def set_lifetime(ipr: IPRoute, interface: str, vips: Iterable[VirtualAddress], s
     """Give each of `vips` present on `interface` (exact address and prefix) the lifetime `seconds` (FOREVER for
     infinite), keeping every other attribute; returns the VIPs changed. Absent VIPs are left absent."""
     wanted = set(vips)
-    found = ipr.link_lookup(ifname=interface)
-    if not wanted or not found:
+    index = interface_index(interface)
+    if not wanted or index is None:
         return []
-    index = int(found[0])
     changed: list[VirtualAddress] = []
     for message in ipr.get_addr(index=index):
         address = _address_of(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import select
+import socket
 import threading
 from collections.abc import Callable, Iterable
 
@@ -21,19 +22,17 @@ from supervisor.core.validate import IPAddress, VirtualAddress
 log = logging.getLogger(__name__)
 
 
-def _index(ipr: IPRoute, interface: str) -> int | None:
-    found = ipr.link_lookup(ifname=interface)
-    return int(found[0]) if found else None
+def interface_index(interface: str) -> int | None:
+    """The kernel's index of the interface (None when there is none); a new index means the interface was deleted
+    and created again. One ioctl, not a netlink dump of every link: the VIP lease asks twice a second."""
+    try:
+        return socket.if_nametoindex(interface)
+    except (OSError, ValueError):  # no such interface, or a name the kernel cannot hold
+        return None
 
 
 def interface_exists(interface: str) -> bool:
     return interface_index(interface) is not None
-
-
-def interface_index(interface: str) -> int | None:
-    """The kernel's index of the interface; a new index means the interface was deleted and created again."""
-    with IPRoute() as ipr:
-        return _index(ipr, interface)
 
 
 def _addresses(ipr: IPRoute, index: int | None = None) -> list[tuple[IPAddress, int, int]]:
@@ -50,7 +49,7 @@ def _addresses(ipr: IPRoute, index: int | None = None) -> list[tuple[IPAddress, 
 def interface_addresses(interface: str) -> list[IPAddress]:
     """The interface's addresses, primary first (empty when the interface does not exist)."""
     with IPRoute() as ipr:
-        index = _index(ipr, interface)
+        index = interface_index(interface)
         if index is None:
             return []
         return [address for address, _, _ in _addresses(ipr, index)]
@@ -66,7 +65,7 @@ def held_vips(interface: str, vips: Iterable[VirtualAddress]) -> list[VirtualAdd
     """Which of `vips` are present on `interface` now."""
     wanted = {vip.address: vip for vip in vips}
     with IPRoute() as ipr:
-        index = _index(ipr, interface)
+        index = interface_index(interface)
         if index is None:
             return []
         return [wanted[address] for address, _, _ in _addresses(ipr, index) if address in wanted]
@@ -77,7 +76,7 @@ def remove_vips(interface: str, vips: Iterable[VirtualAddress]) -> list[VirtualA
     removed: list[VirtualAddress] = []
     wanted = {vip.address for vip in vips}
     with IPRoute() as ipr:
-        index = _index(ipr, interface)
+        index = interface_index(interface)
         if index is None:
             return removed
         for address, prefix, _ in _addresses(ipr, index):
@@ -100,6 +99,29 @@ def host_facts(managed_vips: frozenset[IPAddress] = frozenset()) -> HostFacts:
     return HostFacts(
         interfaces={name: tuple(addresses) for name, addresses in interfaces.items()}, managed_vips=managed_vips
     )
+
+
+def address_set_changed(known: set[tuple[int, str, int]], messages: Iterable[object]) -> bool:
+    """Fold netlink address events into `known` ((interface index, address, prefix)); True when an address came or
+    went. An RTM_NEWADDR for an address already known only changed its attributes: the VIP lease's renewals (twice a
+    second) are such events, and waking the supervisor for each would cost more than the renewals themselves."""
+    changed = False
+    for message in messages:
+        get = getattr(message, "get", None)
+        if get is None:
+            continue
+        event = get("event")
+        if event not in ("RTM_NEWADDR", "RTM_DELADDR"):
+            continue
+        value = get("IFA_LOCAL") or get("IFA_ADDRESS")
+        key = (int(get("index") or 0), str(value), int(get("prefixlen") or 0))
+        if event == "RTM_NEWADDR":
+            changed |= key not in known
+            known.add(key)
+        else:
+            changed = True
+            known.discard(key)
+    return changed
 
 
 class AddressWatcher:
@@ -129,6 +151,9 @@ class AddressWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            known: set[tuple[int, str, int]] = (
+                set()
+            )  # addresses seen since the socket opened; the first sighting counts
             try:
                 with IPRoute() as ipr:
                     ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_LINK)
@@ -137,9 +162,9 @@ class AddressWatcher:
                         if not ready:
                             continue
                         messages = ipr.get()
-                        events = {m.get("event") for m in messages}
-                        if events & {"RTM_NEWADDR", "RTM_DELADDR"}:
+                        if address_set_changed(known, messages):
                             self.on_change()
+                        events = {m.get("event") for m in messages}
                         if self.on_link is not None and events & {"RTM_NEWLINK", "RTM_DELLINK"}:
                             self.on_link()
             except Exception as error:  # the thread must outlive any netlink hiccup
@@ -156,7 +181,7 @@ def hold_on_loopback(vips: Iterable[VirtualAddress], seconds: int) -> list[Virtu
     """
     added: list[VirtualAddress] = []
     with IPRoute() as ipr:
-        index = _index(ipr, "lo")
+        index = interface_index("lo")
         if index is None:
             return added
         for vip in vips:

@@ -210,7 +210,6 @@ class AdvertListener:
 
     def heard_master(self, vrid: int, within: float) -> list[str]:
         """Sources other than this host that advertised `vrid` with priority > 0 in the last `within` seconds."""
-        own = self._own()
         horizon = self._clock() - within
         with self._lock:
             sources = {
@@ -218,7 +217,8 @@ class AdvertListener:
                 for (advert_vrid, _), (seen, advert) in self._last.items()
                 if advert_vrid == vrid and seen >= horizon and advert.priority > 0
             }
-        return sorted(sources - own)
+        # Our own addresses (a netlink dump) only when something was heard: a lone node asks once a second for nothing.
+        return sorted(sources - self._own()) if sources else []
 
     def heard(self, within: float) -> list[Advert]:
         """The last advert of every (VRID, source) heard in the last `within` seconds, ours excluded (diagnostics)."""

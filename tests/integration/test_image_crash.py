@@ -49,6 +49,12 @@ def state_of(host: SimHost) -> str:
     return str(instances[0].get("state", ""))
 
 
+def healthy_master(host: SimHost) -> bool:
+    assert host.supervisor_container is not None
+    instances = host.supervisor_container.status().get("instances") or [{}]
+    return instances[0].get("state") == "MASTER" and bool(instances[0].get("healthy"))
+
+
 def test_keepalived_sigkill_on_the_master_ten_times_never_leaves_the_vip(hostlab: HostLab) -> None:
     require_image()
     h1, _ = start(hostlab)
@@ -69,6 +75,11 @@ def test_keepalived_sigkill_on_the_master_ten_times_never_leaves_the_vip(hostlab
             )
             wait_until(lambda: state_of(h1) == "MASTER", 10, f"h1 MASTER again (round {round_number})")
             time.sleep(2.5)  # the reload back to the real priority, and a quiet moment
+            # A resume needs a healthy MASTER: one slow probe under load must not turn the next kill into a test of
+            # something else.
+            wait_until(
+                lambda: healthy_master(h1), 20, f"h1 a healthy MASTER before the next kill (round {round_number})"
+            )
     assert h1.supervisor_container is not None
     logs = h1.supervisor_container.logs()
     restarts = [line for line in logs.splitlines() if any(k in line for k in ("exited with", "keeping", "not kept"))]
@@ -88,8 +99,9 @@ def test_docker_kill_of_the_master_supervisor_leaves_no_duplicate(hostlab: HostL
     with HolderSampler(hostlab, VIP) as sampler:
         killed = time.monotonic()
         h1.supervisor_container.container.kill()
-        # master-down at advert 1 s and priority 250: 3 x 1 + (256 - 250) / 256 s; plus one second.
-        took = wait_until(only_on(hostlab, h2), 3 + 6 / 256 + 1, "the backup alone holding the VIP")
+        # master-down at advert 1 s and priority 250 is 3 x 1 + (256 - 250) / 256 s after h1's last advert; the
+        # deadline is generous (how fast is the benchmark's question), the sampler checks that no duplicate appears.
+        took = wait_until(only_on(hostlab, h2), 15, "the backup alone holding the VIP")
         time.sleep(max(0.0, 12 - (time.monotonic() - killed)))
     print(f"supervisor SIGKILL: backup alone after {took * 1000:.0f} ms; {sampler.samples} samples, {sampler.two} two")
     assert sampler.samples > 100

@@ -33,8 +33,10 @@ from tests.conftest import require_root_netns
 require_root_netns()
 
 LEASE = 2
-# The kernel removes an address given N s after about N + 0.1 s; the last renewal was at most 0.5 s before a kill.
-EXPIRY_BOUND = LEASE + 1.0
+# The kernel removes an address given N s after about N + 0.1 s (its timer fuzz adds up to 0.25 s); the last renewal
+# was at most 0.5 s before a kill. The rest is slack for `ip` polling on a loaded machine: this bound says "the address
+# goes by itself, soon", the benchmark measures how soon.
+EXPIRY_BOUND = LEASE + 2.0
 LIFETIME_KEYS = {"valid_life_time", "preferred_life_time", "dynamic"}
 
 
@@ -196,8 +198,8 @@ def test_keepalived_master_keeps_its_vip_under_the_lease_and_loses_it_when_kille
     kill(keepalived)  # SIGKILL to the whole process group, children included
     kill(runner)
     killed = time.monotonic()
-    vanish_time(lab, vip, 3)
-    assert time.monotonic() - killed <= 3
+    vanish_time(lab, vip, EXPIRY_BOUND)
+    assert time.monotonic() - killed <= EXPIRY_BOUND
 
 
 # -- the thread's own behaviour (no namespace needed: targets() fails before any interface is touched) -----------

@@ -61,8 +61,9 @@ def test_lone_node_metrics_healthz_and_dump(lab: Lab, tmp_path: Path) -> None:
     # keepalived's own dump, through SIGUSR1 to the supervisor (PID 1 in the image) and `status --dump`.
     data = a.run_dir / "keepalived.data"
     a.signal(signal.SIGUSR1)
-    wait_until(data.exists, 10, "keepalived.data written after SIGUSR1 to the supervisor")
-    assert "VI_66" in data.read_text(errors="replace")
+    # keepalived creates the file, then fills it: wait for the content, not the name.
+    wait_until(lambda: data.exists() and "VI_66" in data.read_text(errors="replace"), 10,
+               "keepalived.data with VI_66 written after SIGUSR1 to the supervisor")  # fmt: skip
     dump = subprocess.run(
         [sys.executable, "-m", "supervisor", "status", "--dump"], env=a.env, capture_output=True, text=True, timeout=30
     )
@@ -124,7 +125,8 @@ def test_partition_raises_split_brain_and_healing_leaves_one_master(lab: Lab) ->
         found = re.search(r'keepalived_supervisor_split_brain\{iname="VI_69"\} (\S+)', http(node, "/metrics")[1])
         return float(found.group(1)) if found else None
 
-    assert split(a) == 0 and split(b) == 0
+    # b may have been MASTER for a moment at start; a heard it, and that lasts 3 adverts plus a 1 s poll.
+    wait_until(lambda: split(a) == 0 and split(b) == 0, 10, "split_brain 0 on both in the steady state")
     for node in (a, b):
         node.exec("iptables", "-I", "INPUT", "-p", "112", "-j", "DROP")
     try:
@@ -136,6 +138,7 @@ def test_partition_raises_split_brain_and_healing_leaves_one_master(lab: Lab) ->
         for node in (a, b):
             node.exec("iptables", "-D", "INPUT", "-p", "112", "-j", "DROP", check=False)
     healed = wait_until(lambda: b.instance_state("VI_69") == "BACKUP", 10, "b BACKUP again after healing")
-    assert healed <= 3 * 0.5 + 1.0, f"one MASTER only {healed:.2f} s after healing"  # 3 adverts, plus polling slack
+    # 3 adverts, plus the notify, the status write and this poll on a loaded machine (bench: test_splitbrain's figure)
+    assert healed <= 3 * 0.5 + 2.5, f"one MASTER only {healed:.2f} s after healing"
     assert a.has(VIP) and not b.has(VIP)
     wait_until(lambda: split(a) == 0 and split(b) == 0, 10, "split_brain cleared on both")

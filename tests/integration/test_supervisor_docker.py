@@ -80,7 +80,7 @@ def test_container_lifecycle_drives_the_installed_config(node: Node, docker_lab:
 
     c1.remove(force=True)
     wait_until(lambda: instances(node) == {60}, 15, "VI_90 gone after the container was removed")
-    assert not node.has("198.51.100.120")
+    wait_until(lambda: not node.has("198.51.100.120"), 10, "VIP .120 gone with its instance")
 
     # Relabelled by recreate: the config follows.
     docker_lab.create(own_instance(91, "198.51.100.121"), name=f"kat-{docker_lab.run_id}-recreated")

@@ -64,3 +64,31 @@ def test_status_view() -> None:
     assert "VI_51: MASTER vrid 51 priority 150 on eth0 vips 10.0.0.208/24 (held here) health healthy" in text
     assert "problem: container x: bad label" in text and "docker engine: reachable" in text
     assert "no VRRP instance configured" in format_status({}, running=False)
+
+
+def test_address_events_count_only_addresses_that_come_or_go() -> None:
+    """A lease renewal is an RTM_NEWADDR for an address already there: it must not wake the supervisor."""
+    from supervisor.adapters.net import address_set_changed
+
+    def event(kind: str, address: str, prefix: int = 32, index: int = 2) -> dict[str, object]:
+        return {"event": kind, "IFA_LOCAL": address, "prefixlen": prefix, "index": index}
+
+    known: set[tuple[int, str, int]] = set()
+    assert address_set_changed(known, [event("RTM_NEWADDR", "198.51.100.100")])  # first sighting
+    assert not address_set_changed(known, [event("RTM_NEWADDR", "198.51.100.100")])  # lifetime renewed
+    assert not address_set_changed(known, [{"event": "RTM_NEWLINK", "index": 2}])
+    assert address_set_changed(known, [event("RTM_NEWADDR", "198.51.100.100", prefix=24)])  # another prefix
+    assert address_set_changed(known, [event("RTM_NEWADDR", "198.51.100.100", index=3)])  # another interface
+    assert address_set_changed(known, [event("RTM_DELADDR", "198.51.100.100")])
+    assert address_set_changed(known, [event("RTM_NEWADDR", "198.51.100.100")])  # back again
+    assert not address_set_changed(known, [object()])  # not a netlink message: ignored
+
+
+def test_every_allowed_lease_gets_a_renewal_period_the_lease_accepts() -> None:
+    """VIP_LEASE=1 once crashed the run loop: the fixed 1 s period was not shorter than the lease."""
+    from supervisor.adapters.lease import VipLease, renew_period
+
+    assert renew_period(1) == 0.5 and renew_period(2) == 1.0 and renew_period(3600) == 1.0
+    for seconds in (1, 2, 3, 60, 3600):
+        lease = VipLease(seconds, renew_period(seconds), targets=list, allowed=lambda: True)
+        assert 0 < lease.renew_every < lease.lease_seconds
