@@ -366,6 +366,10 @@ def _provenance(results: Mapping[str, Any]) -> str:
     if runs is not None:
         line += f"; {runs:.0f} runs per timing unless the figure says otherwise"
     line += "."
+    reruns = meta.get("reruns")
+    if isinstance(reruns, Mapping) and reruns:
+        cases = ", ".join(f"{case} on {when}" for case, when in sorted(reruns.items()))
+        line += f" Rerun alone afterwards (`--only CASE`), same machine: {cases}."
     if meta.get("smoke"):
         line += " **Smoke run: too few runs for these figures to mean much.**"
     return line

@@ -1,8 +1,8 @@
 """Every benchmark and fault case in one run: prints a table and writes bench/results.json.
 
-    sudo .venv/bin/python -m bench.run_all              # the full run (about half an hour on 2 cores)
-    sudo .venv/bin/python -m bench.run_all --smoke      # one run of each case: checks that every key is produced
-    sudo .venv/bin/python -m bench.report               # README's table and docs/RELIABILITY.md from the JSON
+    .venv/bin/python -m bench.run_all              # the full run (about half an hour on 2 cores)
+    .venv/bin/python -m bench.run_all --smoke      # one run of each case: checks that every key is produced
+    .venv/bin/python -m bench.report               # README's table and docs/RELIABILITY.md from the JSON
 
 Topology (lab.hosts): two simulated hosts on an internal bridge, each front end behind Rancher-style DNAT (no socket on
 the host), supervisors from this checkout in the hosts' namespaces, unicast VRRP v3, priorities 254/250, a client on
@@ -438,7 +438,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="one run of each case, short windows (CI)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--skip-faults", action="store_true")
-    parser.add_argument("--only", choices=["host_loss", "cold", "dockerd_restarts"],
+    parser.add_argument("--only", choices=["host_loss", "cold", "footprint", "dockerd_restarts"],
                         help="run this case again and update it in --out")  # fmt: skip
     args = parser.parse_args()
     runs = 1 if args.smoke else max(1, min(args.runs, 100))
@@ -449,14 +449,18 @@ def main() -> int:
         elif args.only == "cold":
             previous["cold_start"] = summary(cold_start(runs))
             previous["cold_start_ms"] = previous["cold_start"]["p50"]
+        elif args.only == "footprint":
+            previous["footprint"] = footprint(50, 60)
         else:
             previous["faults"][args.only] = fault(args.only)
+        reruns = previous.setdefault("meta", {}).setdefault("reruns", {})
+        reruns[args.only] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         args.out.write_text(json.dumps(previous, indent=2, sort_keys=True) + "\n")
         return 0
     results: dict[str, Any] = {
         "meta": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{platform.machine()}, "
                  f"{os.cpu_count()} cores, Linux {platform.release()}", "runs_default": runs, "smoke": args.smoke,
-                 "command": "sudo .venv/bin/python -m bench.run_all" + (" --smoke" if args.smoke else "")},
+                 "command": ".venv/bin/python -m bench.run_all" + (" --smoke" if args.smoke else "")},
     }  # fmt: skip
     death: dict[str, Any] = {}
     returns: list[float] = []

@@ -8,7 +8,7 @@ the address shortly after the last renewal, whoever dies.
 
 How. A daemon thread ("vip-lease") wakes every ``renew_every`` seconds and, for each VIP of the current plan that
 is PRESENT on its interface (exact address and prefix), sets valid_lft = preferred_lft = ``lease_seconds`` with an
-RTM_NEWADDR/NLM_F_REPLACE request (pyroute2 ``IPRoute.addr("replace", ...)``, the same request as
+RTM_NEWADDR/NLM_F_REPLACE request (built by pyroute2, sent on the lease's own netlink socket: the same request as
 ``ip addr change ... valid_lft N preferred_lft N``). For IPv4 the kernel keeps every attribute of the existing
 address (label, scope, broadcast, secondary flag) and only takes the lifetimes, the metric and the protocol from
 the request; for IPv6 it also takes the flags. The request therefore repeats what the dump showed (flags such as
@@ -54,12 +54,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_NEWADDR
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from supervisor.adapters.net import interface_index
 from supervisor.core.validate import VirtualAddress
@@ -68,6 +72,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 2
 """The lifetime given to a held VIP; the kernel's unit is a whole second, 1 is the shortest."""
+NETLINK_ROUTE = 0
 FOREVER = 0xFFFFFFFF
 """The kernel's infinite lifetime (INFINITY_LIFE_TIME)."""
 MAX_LEASE_SECONDS = 3600
@@ -82,24 +87,101 @@ def renew_period(lease_seconds: int) -> float:
     return min(1.0, lease_seconds / 2)
 
 
-# Attributes of the dumped address that the request repeats, so that only the lifetimes change
-# (pyroute2 keyword -> netlink attribute).
-_KEPT_ATTRIBUTES = {
-    "local": "IFA_LOCAL",
-    "label": "IFA_LABEL",
-    "broadcast": "IFA_BROADCAST",
-    "rt_priority": "IFA_RT_PRIORITY",
-    "proto": "IFA_PROTO",
-}
+# Attributes of the dumped address that the request repeats, so that only the lifetimes change.
+_KEPT_ATTRIBUTES = ("IFA_LOCAL", "IFA_LABEL", "IFA_BROADCAST", "IFA_RT_PRIORITY", "IFA_PROTO")
+
+
+class AddressSocket:
+    """One NETLINK_ROUTE socket that dumps addresses and changes their lifetimes; pyroute2 encodes and parses every
+    message, this class only sends them and collects the replies of each request.
+
+    Why not pyroute2's IPRoute: in pyroute2 0.9 each call of its synchronous API runs an asyncio loop. A lease turn
+    (one dump, one replace) through it cost 0.64 ms of CPU, against 0.12 ms through this socket (measured in a
+    network namespace); the lease turns every second of the supervisor's life, and that was half of its idle CPU.
+    """
+
+    def __init__(self, timeout: float = 2.0) -> None:
+        self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+        try:
+            self._socket.bind((0, 0))
+            self._socket.settimeout(timeout)
+        except OSError:
+            self._socket.close()
+            raise
+        self._marshal = MarshalRtnl()
+        self._sequence = 0
+
+    def __enter__(self) -> AddressSocket:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def addresses(self, index: int) -> list[Any]:
+        """Every address on the interface with this index (IPv4 and IPv6), as pyroute2 ifaddrmsg messages."""
+        query = ifaddrmsg()
+        query["family"] = socket.AF_UNSPEC
+        return [m for m in self._request(query, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP) if m["index"] == index]
+
+    def replace(self, request: ifaddrmsg) -> None:
+        """RTM_NEWADDR with NLM_F_REPLACE, acknowledged; a refusal raises pyroute2's NetlinkError."""
+        self._request(request, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE)
+
+    def _request(self, message: ifaddrmsg, kind: int, flags: int) -> list[Any]:
+        self._sequence = self._sequence % 0x7FFFFFFF + 1
+        sequence = self._sequence
+        message["header"]["type"] = kind
+        message["header"]["flags"] = flags
+        message["header"]["sequence_number"] = sequence
+        message.encode()
+        self._socket.send(message.data)
+        replies: list[Any] = []
+        while True:
+            data = self._socket.recv(1 << 16)  # a reply that never comes raises TimeoutError: the turn fails
+            for reply in self._marshal.parse(data, sequence):
+                header = reply["header"]
+                if header["sequence_number"] != sequence:
+                    continue  # the late reply to an earlier request that timed out
+                if header.get("error") is not None:
+                    raise header["error"]
+                if header["type"] in (NLMSG_DONE, NLMSG_ERROR):  # end of a dump, or the acknowledgement
+                    return replies
+                replies.append(reply)
 
 
 def _address_of(message: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     # For IPv4 IFA_LOCAL is the interface's own address (IFA_ADDRESS is the peer on point-to-point links).
-    value = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
+    value = message.get_attr("IFA_LOCAL") or message.get_attr("IFA_ADDRESS")
     return ipaddress.ip_address(value) if value else None
 
 
-def set_lifetime(ipr: IPRoute, interface: str, vips: Iterable[VirtualAddress], seconds: int) -> list[VirtualAddress]:
+def _lifetime_request(message: Any, index: int, seconds: int) -> ifaddrmsg:
+    """The dumped address again, with only its lifetimes changed."""
+    flags = int(message.get_attr("IFA_FLAGS") or message["flags"])
+    request = ifaddrmsg()
+    request["family"] = int(message["family"])
+    request["prefixlen"] = int(message["prefixlen"])
+    request["scope"] = int(message["scope"])
+    request["index"] = index
+    request["flags"] = flags & 0xFF  # the header's 8 bits; IFA_FLAGS carries all of them
+    address = message.get_attr("IFA_ADDRESS") or str(_address_of(message))
+    attributes: list[list[Any]] = [["IFA_ADDRESS", address]]
+    for name in _KEPT_ATTRIBUTES:
+        value = message.get_attr(name)
+        if value is not None:
+            attributes.append([name, value])
+    attributes.append(["IFA_FLAGS", flags])
+    attributes.append(["IFA_CACHEINFO", {"ifa_preferred": seconds, "ifa_valid": seconds, "cstamp": 0, "tstamp": 0}])
+    request["attrs"] = attributes
+    return request
+
+
+def set_lifetime(
+    sock: AddressSocket, interface: str, vips: Iterable[VirtualAddress], seconds: int
+) -> list[VirtualAddress]:
     """Give each of `vips` present on `interface` (exact address and prefix) the lifetime `seconds` (FOREVER for
     infinite), keeping every other attribute; returns the VIPs changed. Absent VIPs are left absent."""
     wanted = set(vips)
@@ -107,37 +189,22 @@ def set_lifetime(ipr: IPRoute, interface: str, vips: Iterable[VirtualAddress], s
     if not wanted or index is None:
         return []
     changed: list[VirtualAddress] = []
-    for message in ipr.get_addr(index=index):
+    for message in sock.addresses(index):
         address = _address_of(message)
         if address is None:
             continue
         vip = VirtualAddress(address, int(message["prefixlen"]))
-        if vip not in wanted:
-            continue
-        request: dict[str, Any] = {
-            "index": index,
-            "family": int(message["family"]),
-            "address": message.get("IFA_ADDRESS") or str(address),
-            "prefixlen": vip.prefix,
-            "scope": int(message["scope"]),
-            "flags": int(message.get("IFA_FLAGS") or message["flags"]),
-            "valid_lft": seconds,
-            "preferred_lft": seconds,
-        }
-        for keyword, attribute in _KEPT_ATTRIBUTES.items():
-            value = message.get(attribute)
-            if value is not None:
-                request[keyword] = value
-        ipr.addr("replace", **request)
-        changed.append(vip)
+        if vip in wanted:
+            sock.replace(_lifetime_request(message, index, seconds))
+            changed.append(vip)
     return changed
 
 
 def release_forever(interface: str, vips: Iterable[VirtualAddress]) -> list[VirtualAddress]:
     """Put the infinite lifetime back on any of `vips` present on `interface` (the lease was turned off at
-    runtime); returns the VIPs changed. Opens its own netlink socket in the calling thread."""
-    with IPRoute() as ipr:
-        released = set_lifetime(ipr, interface, vips, FOREVER)
+    runtime); returns the VIPs changed. Opens its own netlink socket."""
+    with AddressSocket() as sock:
+        released = set_lifetime(sock, interface, vips, FOREVER)
     for vip in released:
         log.info("virtual IP %s on %s: lease released, lifetime forever again", vip, interface)
     return released
@@ -205,20 +272,20 @@ class VipLease:
     # -- thread -------------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        ipr: IPRoute | None = None
+        sock: AddressSocket | None = None
         next_turn = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
-                    if ipr is None:
-                        ipr = IPRoute()  # created in this thread: pyroute2's sync IPRoute is bound to its thread
-                    self._turn(ipr)
+                    if sock is None:
+                        sock = AddressSocket()
+                    self._turn(sock)
                     self._succeeded()
                 except Exception as exc:
                     self._failed(exc)
-                    if ipr is not None:
-                        _close_quietly(ipr)
-                        ipr = None
+                    if sock is not None:
+                        _close_quietly(sock)
+                        sock = None
                 with self._lock:
                     self._heartbeat = time.monotonic()
                 next_turn += self.renew_every
@@ -226,10 +293,10 @@ class VipLease:
                 next_turn = max(next_turn, now)  # a turn overran: keep the period, drop the missed turns
                 self._stop.wait(next_turn - now)
         finally:
-            if ipr is not None:
-                _close_quietly(ipr)
+            if sock is not None:
+                _close_quietly(sock)
 
-    def _turn(self, ipr: IPRoute) -> None:
+    def _turn(self, sock: AddressSocket) -> None:
         self.turns += 1
         if not self._allowed():
             if self._renewing:
@@ -242,7 +309,7 @@ class VipLease:
                      self.lease_seconds)  # fmt: skip
         self._renewing = True
         for interface, vips in self._targets():
-            self.renewals += len(set_lifetime(ipr, interface, vips, self.lease_seconds))
+            self.renewals += len(set_lifetime(sock, interface, vips, self.lease_seconds))
 
     def _succeeded(self) -> None:
         with self._lock:
@@ -264,8 +331,8 @@ class VipLease:
             log.warning("VIP lease: renewal failed (%s); retrying every %g s", text, self.renew_every, exc_info=exc)
 
 
-def _close_quietly(ipr: IPRoute) -> None:
+def _close_quietly(sock: AddressSocket) -> None:
     try:
-        ipr.close()
+        sock.close()
     except Exception:  # a broken socket may fail to close; it is dropped either way
         log.debug("closing the lease's netlink socket failed", exc_info=True)
