@@ -298,6 +298,24 @@ def _footprint(results: Mapping[str, Any]) -> list[Goal]:
             "≤ 0.3 %",
             _at_most(cpu, 0.3),
         ),
+        *_one_probe(foot),
+    ]
+
+
+def _one_probe(foot: Mapping[str, Any]) -> list[Goal]:
+    probe = foot.get("one_probe")
+    if not isinstance(probe, Mapping):
+        return []
+    rss, cpu = _num(probe.get("rss_mb")), _num(probe.get("idle_cpu_pct"))
+    what = "one instance, its CHECK_PORT probed every 1 s"
+    return [
+        Goal(f"supervisor RSS, {what}", NOT_MEASURED if rss is None else _fmt(rss, "MB"), "≤ 60 MB", _at_most(rss, 60)),
+        Goal(
+            f"supervisor CPU when idle, {what}",
+            NOT_MEASURED if cpu is None else f"{_fmt(cpu)} %",
+            "≤ 0.3 %",
+            _at_most(cpu, 0.3),
+        ),
     ]
 
 

@@ -330,15 +330,25 @@ def reload_quiet(changes: int) -> dict[str, Any]:
                 "requests": sum(counts["answers"].values()) + counts["failures"]}  # fmt: skip
 
 
-def footprint(containers_count: int, seconds: int) -> dict[str, Any]:
-    """Supervisor RSS and CPU over an idle minute with fronted containers, and the image size."""
+def footprint(containers_count: int, seconds: int, probe_port: int | None = None) -> dict[str, Any]:
+    """Supervisor RSS and CPU over an idle minute and the image size: with `containers_count` fronted containers
+    (no probes), or with `probe_port`: one instance whose CHECK_PORT is probed every second (a listener in the node)."""
     with tempfile.TemporaryDirectory(prefix="kat-bench-") as workdir:
         lab = Lab(Path(workdir))
         containers = ContainerLab(engine_client())
+        listener: subprocess.Popen[bytes] | None = None
         try:
             node = lab.add_node("a", 11)
-            node.start_supervisor({"DOCKER_HOST": "unix:///var/run/docker.sock", "VIRTUAL_IP": VIP,
-                                   "LABEL_SELECTOR": f"kat.test={containers.run_id}", "CHECK_INTERVAL": "1"})  # fmt: skip
+            env = {"DOCKER_HOST": "unix:///var/run/docker.sock", "VIRTUAL_IP": VIP, "CHECK_INTERVAL": "1"}
+            if probe_port is None:
+                env["LABEL_SELECTOR"] = f"kat.test={containers.run_id}"
+            else:
+                listener = subprocess.Popen(
+                    ["ip", "netns", "exec", node.netns, sys.executable, "-m", "http.server", str(probe_port)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                env["CHECK_PORT"] = str(probe_port)
+            node.start_supervisor(env)
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(lambda _: containers.create({"keepalived.check": "none"}), range(containers_count)))
             wait_until(lambda: node.has(VIP), 60, "MASTER")
@@ -355,12 +365,27 @@ def footprint(containers_count: int, seconds: int) -> dict[str, Any]:
             used = (cpu_ticks() - ticks) / os.sysconf("SC_CLK_TCK")
             cpu = 100 * used / (time.monotonic() - started)
             rss_kb = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))  # type: ignore[union-attr]
+            if probe_port is not None:
+                assert node.has(VIP), "the probed instance lost its VIP while measured"
         finally:
+            if listener is not None:
+                listener.kill()
+                listener.wait()
             containers.close()
             lab.close()
     image = engine_client().images.get(SUPERVISOR_IMAGE)
-    return {"rss_mb": round(rss_kb / 1024, 1), "idle_cpu_pct": round(cpu, 2), "containers": containers_count,
-            "seconds": seconds, "image_mb": round(int(image.attrs["Size"]) / 1e6, 1)}  # fmt: skip
+    result = {"rss_mb": round(rss_kb / 1024, 1), "idle_cpu_pct": round(cpu, 2), "containers": containers_count,
+              "seconds": seconds, "image_mb": round(int(image.attrs["Size"]) / 1e6, 1)}  # fmt: skip
+    if probe_port is not None:
+        result["probe_interval_s"] = 1
+    return result
+
+
+def footprint_case(seconds: int) -> dict[str, Any]:
+    """The issue's two idle cases: 50 fronted containers, and one instance probed every second."""
+    result = footprint(50 if seconds >= 60 else 5, seconds)
+    result["one_probe"] = footprint(0, seconds, probe_port=8080)
+    return result
 
 
 # --- faults: the integration tests that inject them --------------------------------------------------------------
@@ -450,7 +475,7 @@ def main() -> int:
             previous["cold_start"] = summary(cold_start(runs))
             previous["cold_start_ms"] = previous["cold_start"]["p50"]
         elif args.only == "footprint":
-            previous["footprint"] = footprint(50, 60)
+            previous["footprint"] = footprint_case(60)
         else:
             previous["faults"][args.only] = fault(args.only)
         reruns = previous.setdefault("meta", {}).setdefault("reruns", {})
@@ -502,7 +527,7 @@ def main() -> int:
                         "events": storm_result.get("events", {}).get("events"),
                         "peak_rss_mb": storm_result.get("events", {}).get("peak_rss_mib")}  # fmt: skip
     attempt(results, "reload_quiet", lambda: reload_quiet(4 if args.smoke else 100))
-    attempt(results, "footprint", lambda: footprint(5 if args.smoke else 50, 5 if args.smoke else 60))
+    attempt(results, "footprint", lambda: footprint_case(5 if args.smoke else 60))
     faults: dict[str, Any] = {}
     if not args.skip_faults and not args.smoke:
         for case in FAULTS:

@@ -54,7 +54,8 @@ kat_ensure_venv() {
     fi
 }
 
-kat_dockerd_up() { "$KAT_DOCKER" info >/dev/null 2>&1; }
+# `docker info` with a bound: a deadlocked dockerd answers /_ping but never /info, and must not hang the caller.
+kat_dockerd_up() { timeout 30 "$KAT_DOCKER" info >/dev/null 2>&1; }
 
 # A running Docker engine: started in the background (and said so) when none answers.
 kat_ensure_dockerd() {
@@ -62,6 +63,9 @@ kat_ensure_dockerd() {
     command -v dockerd >/dev/null 2>&1 || kat_ensure_apt docker.io
     if [ -f "$KAT_DOCKERD_PID" ] && ! kill -0 "$(cat "$KAT_DOCKERD_PID")" 2>/dev/null; then
         rm -f "$KAT_DOCKERD_PID"
+    elif [ -f "$KAT_DOCKERD_PID" ]; then
+        kat_say "dockerd runs but does not answer /info (deadlocked?): restarting it"
+        kat_stop_dockerd || true
     fi
     kat_say "no Docker engine answers: starting dockerd (log: $KAT_DOCKERD_LOG)"
     setsid nohup dockerd --pidfile "$KAT_DOCKERD_PID" >>"$KAT_DOCKERD_LOG" 2>&1 </dev/null &
@@ -85,8 +89,12 @@ kat_stop_dockerd() {
     while kill -0 "$pid" 2>/dev/null; do
         sleep 0.2
         waited=$((waited + 1))
-        if [ "$waited" -ge 150 ]; then
-            kat_say "dockerd did not stop within 30 s"
+        if [ "$waited" -eq 150 ]; then
+            kat_say "dockerd did not stop within 30 s: killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        if [ "$waited" -ge 200 ]; then
+            kat_say "dockerd did not go even after SIGKILL"
             return 1
         fi
     done

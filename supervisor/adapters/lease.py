@@ -65,14 +65,13 @@ from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_NEWADDR
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from supervisor.adapters.net import interface_index
+from supervisor.adapters.net import interface_index, route_socket
 from supervisor.core.validate import VirtualAddress
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 2
 """The lifetime given to a held VIP; the kernel's unit is a whole second, 1 is the shortest."""
-NETLINK_ROUTE = 0
 FOREVER = 0xFFFFFFFF
 """The kernel's infinite lifetime (INFINITY_LIFE_TIME)."""
 MAX_LEASE_SECONDS = 3600
@@ -101,13 +100,7 @@ class AddressSocket:
     """
 
     def __init__(self, timeout: float = 2.0) -> None:
-        self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        try:
-            self._socket.bind((0, 0))
-            self._socket.settimeout(timeout)
-        except OSError:
-            self._socket.close()
-            raise
+        self._socket = route_socket(timeout=timeout)
         self._marshal = MarshalRtnl()
         self._sequence = 0
 

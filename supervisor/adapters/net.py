@@ -15,11 +15,31 @@ from collections.abc import Callable, Iterable
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from supervisor.core.plan import HostFacts
 from supervisor.core.validate import IPAddress, VirtualAddress
 
 log = logging.getLogger(__name__)
+
+
+NETLINK_ROUTE = 0
+
+
+def route_socket(groups: int = 0, timeout: float | None = None) -> socket.socket:
+    """A plain NETLINK_ROUTE socket, subscribed to `groups`; pyroute2's MarshalRtnl parses what it receives.
+
+    For the two readers that run all the time (the VIP lease and the address watcher): pyroute2 0.9's IPRoute runs
+    an asyncio loop for every call, which cost several times the work itself at once or twice a second.
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        sock.bind((0, groups))
+        sock.settimeout(timeout)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def interface_index(interface: str) -> int | None:
@@ -155,13 +175,13 @@ class AddressWatcher:
                 set()
             )  # addresses seen since the socket opened; the first sighting counts
             try:
-                with IPRoute() as ipr:
-                    ipr.bind(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_LINK)
+                marshal = MarshalRtnl()
+                with route_socket(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_LINK) as sock:
                     while not self._stop.is_set():
-                        ready, _, _ = select.select([ipr.fileno()], [], [], 2.0)
+                        ready, _, _ = select.select([sock], [], [], 2.0)
                         if not ready:
                             continue
-                        messages = ipr.get()
+                        messages = list(marshal.parse(sock.recv(1 << 16)))
                         if address_set_changed(known, messages):
                             self.on_change()
                         events = {m.get("event") for m in messages}

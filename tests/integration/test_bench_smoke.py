@@ -22,7 +22,7 @@ KEYS = {
     "return_ms": {"p50", "p95", "n"},
     "storm": {"containers", "reloads", "exact", "converge_ms", "die_after_burst_ms"},
     "reload_quiet": {"changes", "transitions", "failed_connects"},
-    "footprint": {"rss_mb", "idle_cpu_pct", "image_mb"},
+    "footprint": {"rss_mb", "idle_cpu_pct", "image_mb", "one_probe"},
     "faults": set(),
 }
 
