@@ -23,10 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.diag import NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, MarshalDiag, inet_diag_req
 
 from supervisor.adapters.files import read_bounded, write_atomically
+from supervisor.adapters.net import NetlinkRequests
 from supervisor.core.checks import Member, Probe, ProbeCounter, instance_verdict, member_healthy
 from supervisor.core.events import FAIL_ACTIONS, RECOVER_ACTIONS
 
@@ -48,9 +49,7 @@ class ListenerLookups:
 
     def __init__(self, timeout: float = 1.0) -> None:
         self._timeout = timeout
-        self._socket: socket.socket | None = None
-        self._marshal = MarshalDiag()
-        self._sequence = 0
+        self._requests: NetlinkRequests | None = None
 
     def __enter__(self) -> ListenerLookups:
         return self
@@ -59,44 +58,27 @@ class ListenerLookups:
         self.close()
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if self._requests is not None:
+            self._requests.close()
+            self._requests = None
 
     def present(self, port: int) -> bool:
         try:
-            if self._socket is None:
-                self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-                self._socket.settimeout(self._timeout)
-                self._socket.bind((0, 0))
-            return any(self._listening(self._socket, family, port) for family in (socket.AF_INET, socket.AF_INET6))
+            if self._requests is None:
+                self._requests = NetlinkRequests(NETLINK_SOCK_DIAG, MarshalDiag(), self._timeout)
+            return any(self._listening(self._requests, family, port) for family in (socket.AF_INET, socket.AF_INET6))
         except Exception:
             self.close()
             raise
 
-    def _listening(self, sock: socket.socket, family: int, port: int) -> bool:
-        self._sequence = self._sequence % 0x7FFFFFFF + 1
-        sequence = self._sequence
-        request = inet_diag_req()
-        request["sdiag_family"] = family
-        request["sdiag_protocol"] = socket.IPPROTO_TCP
-        request["idiag_states"] = 1 << TCP_LISTEN
-        request["header"]["type"] = SOCK_DIAG_BY_FAMILY
-        request["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        request["header"]["sequence_number"] = sequence
-        request.encode()
-        sock.send(request.data)
-        found = False
-        while True:  # the whole dump is read, so that the next request starts on a clean socket
-            for reply in self._marshal.parse(sock.recv(1 << 16), sequence):
-                header = reply["header"]
-                if header["sequence_number"] != sequence:
-                    continue
-                if header.get("error") is not None:
-                    raise header["error"]
-                if header["type"] in (NLMSG_DONE, NLMSG_ERROR):
-                    return found
-                found = found or int(reply["idiag_sport"]) == port
+    @staticmethod
+    def _listening(requests: NetlinkRequests, family: int, port: int) -> bool:
+        query = inet_diag_req()
+        query["sdiag_family"] = family
+        query["sdiag_protocol"] = socket.IPPROTO_TCP
+        query["idiag_states"] = 1 << TCP_LISTEN
+        dump = requests.request(query, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP)
+        return any(int(reply["idiag_sport"]) == port for reply in dump)
 
 
 def listener_present(port: int) -> bool:

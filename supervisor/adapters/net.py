@@ -12,8 +12,10 @@ import select
 import socket
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pyroute2 import IPRoute
+from pyroute2.netlink import NLMSG_DONE, NLMSG_ERROR
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
@@ -26,20 +28,61 @@ log = logging.getLogger(__name__)
 NETLINK_ROUTE = 0
 
 
-def route_socket(groups: int = 0, timeout: float | None = None) -> socket.socket:
-    """A plain NETLINK_ROUTE socket, subscribed to `groups`; pyroute2's MarshalRtnl parses what it receives.
+def netlink_socket(protocol: int = NETLINK_ROUTE, groups: int = 0, timeout: float | None = None) -> socket.socket:
+    """A plain netlink socket, subscribed to `groups`; pyroute2's marshals parse what it receives.
 
-    For the two readers that run all the time (the VIP lease and the address watcher): pyroute2 0.9's IPRoute runs
-    an asyncio loop for every call, which cost several times the work itself at once or twice a second.
+    For the readers that run all the time (the VIP lease, the address watcher, port probes): pyroute2 0.9's
+    synchronous sockets run an asyncio loop for every call, which cost several times the work itself.
     """
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
     try:
-        sock.bind((0, groups))
         sock.settimeout(timeout)
+        sock.bind((0, groups))
     except OSError:
         sock.close()
         raise
     return sock
+
+
+class NetlinkRequests:
+    """Requests on one plain netlink socket: pyroute2 encodes each message and parses the replies, this class sends
+    it and collects the replies that answer it (a dump's messages up to NLMSG_DONE, or the acknowledgement)."""
+
+    def __init__(self, protocol: int, marshal: Any, timeout: float) -> None:
+        self._socket = netlink_socket(protocol, timeout=timeout)
+        self._marshal = marshal
+        self._sequence = 0
+
+    def __enter__(self) -> NetlinkRequests:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def request(self, message: Any, kind: int, flags: int) -> list[Any]:
+        """Send `message` as `kind`; its replies, or pyroute2's NetlinkError when the kernel refuses. A reply that
+        never comes raises TimeoutError after the socket's timeout."""
+        self._sequence = self._sequence % 0x7FFFFFFF + 1
+        sequence = self._sequence
+        message["header"]["type"] = kind
+        message["header"]["flags"] = flags
+        message["header"]["sequence_number"] = sequence
+        message.encode()
+        self._socket.send(message.data)
+        replies: list[Any] = []
+        while True:  # a dump is read to its end, so that the next request starts on a clean socket
+            for reply in self._marshal.parse(self._socket.recv(1 << 16), sequence):
+                header = reply["header"]
+                if header["sequence_number"] != sequence:
+                    continue  # the late reply to an earlier request that timed out
+                if header.get("error") is not None:
+                    raise header["error"]
+                if header["type"] in (NLMSG_DONE, NLMSG_ERROR):  # end of a dump, or the acknowledgement
+                    return replies
+                replies.append(reply)
 
 
 def interface_index(interface: str) -> int | None:
@@ -176,7 +219,7 @@ class AddressWatcher:
             )  # addresses seen since the socket opened; the first sighting counts
             try:
                 marshal = MarshalRtnl()
-                with route_socket(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_LINK) as sock:
+                with netlink_socket(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_LINK) as sock:
                     while not self._stop.is_set():
                         ready, _, _ = select.select([sock], [], [], 2.0)
                         if not ready:
