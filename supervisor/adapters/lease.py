@@ -90,7 +90,7 @@ def renew_period(lease_seconds: int) -> float:
 _KEPT_ATTRIBUTES = ("IFA_LOCAL", "IFA_LABEL", "IFA_BROADCAST", "IFA_RT_PRIORITY", "IFA_PROTO")
 
 
-class AddressSocket:
+class AddressSocket(NetlinkRequests):
     """Dumps an interface's addresses and changes their lifetimes, on one NETLINK_ROUTE socket of its own.
 
     Why not pyroute2's IPRoute: in pyroute2 0.9 each call of its synchronous API runs an asyncio loop. A lease turn
@@ -99,27 +99,18 @@ class AddressSocket:
     """
 
     def __init__(self, timeout: float = 2.0) -> None:
-        self._requests = NetlinkRequests(NETLINK_ROUTE, MarshalRtnl(), timeout)
-
-    def __enter__(self) -> AddressSocket:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._requests.close()
+        super().__init__(NETLINK_ROUTE, MarshalRtnl(), timeout)
 
     def addresses(self, index: int) -> list[Any]:
         """Every address on the interface with this index (IPv4 and IPv6), as pyroute2 ifaddrmsg messages."""
         query = ifaddrmsg()
         query["family"] = socket.AF_UNSPEC
-        dump = self._requests.request(query, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP)
+        dump = self.request(query, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP)
         return [message for message in dump if message["index"] == index]
 
     def replace(self, request: ifaddrmsg) -> None:
         """RTM_NEWADDR with NLM_F_REPLACE, acknowledged; a refusal raises pyroute2's NetlinkError."""
-        self._requests.request(request, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE)
+        self.request(request, RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_REPLACE)
 
 
 def _address_of(message: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -12,7 +12,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Self
 
 from pyroute2 import IPRoute
 from pyroute2.netlink import NLMSG_DONE, NLMSG_ERROR
@@ -53,7 +53,7 @@ class NetlinkRequests:
         self._marshal = marshal
         self._sequence = 0
 
-    def __enter__(self) -> NetlinkRequests:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
