@@ -52,6 +52,7 @@ it in a minute of watching) and an on-link route to the subnet is harmless on a 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -72,6 +73,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 2
 """The lifetime given to a held VIP; the kernel's unit is a whole second, 1 is the shortest."""
+SOL_NETLINK = 270
+NETLINK_GET_STRICT_CHK = 12
 FOREVER = 0xFFFFFFFF
 """The kernel's infinite lifetime (INFINITY_LIFE_TIME)."""
 MAX_LEASE_SECONDS = 3600
@@ -100,11 +103,16 @@ class AddressSocket(NetlinkRequests):
 
     def __init__(self, timeout: float = 2.0) -> None:
         super().__init__(NETLINK_ROUTE, MarshalRtnl(), timeout)
+        # Strict checking makes the kernel honour the dump request's interface index (Linux 4.20 and later); where
+        # it cannot be set, the dump covers every interface and the filter below does the same job.
+        with contextlib.suppress(OSError):
+            self._socket.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
 
-    def addresses(self, index: int) -> list[Any]:
-        """Every address on the interface with this index (IPv4 and IPv6), as pyroute2 ifaddrmsg messages."""
+    def addresses(self, index: int, family: int = socket.AF_UNSPEC) -> list[Any]:
+        """The addresses of `family` (both by default) on the interface with this index, as pyroute2 ifaddrmsg."""
         query = ifaddrmsg()
-        query["family"] = socket.AF_UNSPEC
+        query["family"] = family
+        query["index"] = index
         dump = self.request(query, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP)
         return [message for message in dump if message["index"] == index]
 
@@ -149,8 +157,10 @@ def set_lifetime(
     index = interface_index(interface)
     if not wanted or index is None:
         return []
+    versions = {vip.version for vip in wanted}
+    family = socket.AF_UNSPEC if len(versions) > 1 else socket.AF_INET if 4 in versions else socket.AF_INET6
     changed: list[VirtualAddress] = []
-    for message in sock.addresses(index):
+    for message in sock.addresses(index, family):
         address = _address_of(message)
         if address is None:
             continue
