@@ -50,11 +50,11 @@ log = logging.getLogger(__name__)
 
 STABLE_RUN_SECONDS = 30.0  # a keepalived that ran this long resets the restart backoff
 RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # a failed reconcile is tried again after 1 s, doubling up to 30 s
-RESUME_RELOAD_AFTER = 1.0
-RESUME_HOLD_SECONDS = 2  # the VIP's copy on lo during such a restart expires by itself (kernel lifetime)  # after a restart that kept the VIPs, the real priorities return in a reload this much later
-STEP_FAILURES_RED = 3
+RESUME_RELOAD_AFTER = 1.0  # after a restart that kept the VIPs, the real priorities return in a reload this much later
+RESUME_HOLD_SECONDS = 2  # the VIP's copy on lo during such a restart expires by itself (kernel lifetime)
+STEP_FAILURES_RED = 3  # a loop step that failed this many times in a row makes the node unhealthy
 INTERFACE_POLL_EVERY = 30  # a safety net: netlink link events trigger the check for a re-created interface
-HELD_POLL_EVERY = 10  # polls (seconds) between safety-net checks of the VIPs held; netlink events do the real work  # a loop step that failed this many times in a row makes the node unhealthy
+HELD_POLL_EVERY = 10  # polls (seconds) between safety-net checks of the VIPs held; netlink events do the real work
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # keepalived writes its data and stats files on these
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *FORWARDED_SIGNALS)
 
