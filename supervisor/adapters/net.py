@@ -1,7 +1,9 @@
 """Addresses and interfaces of this host, through netlink (pyroute2), never by parsing `ip` output.
 
-Each call opens its own short-lived IPRoute socket in the calling thread: pyroute2 0.9's synchronous IPRoute wraps
-an event loop and warns when used from a thread other than the one that created it.
+The occasional calls (host facts, held VIPs, removals) each open a short-lived IPRoute socket in the calling thread:
+pyroute2 0.9's synchronous IPRoute wraps an event loop and warns when used from a thread other than its creator's.
+What runs all the time (the address watcher here, the VIP lease, port probes) uses plain netlink sockets instead,
+with pyroute2 building and parsing the messages: ``netlink_socket`` and ``NetlinkRequests``.
 """
 
 from __future__ import annotations
