@@ -53,8 +53,9 @@ RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # a failed reconcile is tried again after 1 
 RESUME_RELOAD_AFTER = 1.0  # after a restart that kept the VIPs, the real priorities return in a reload this much later
 RESUME_HOLD_SECONDS = 2  # the VIP's copy on lo during such a restart expires by itself (kernel lifetime)
 STEP_FAILURES_RED = 3  # a loop step that failed this many times in a row makes the node unhealthy
-INTERFACE_POLL_EVERY = 30  # a safety net: netlink link events trigger the check for a re-created interface
-HELD_POLL_EVERY = 10  # polls (seconds) between safety-net checks of the VIPs held; netlink events do the real work
+POLL_SECONDS = 2.0  # the health of every part, for status, /healthz and the metrics; events do the urgent work
+INTERFACE_POLL_EVERY = 15  # polls (30 s) between safety-net checks for a re-created interface; link events do it first
+HELD_POLL_EVERY = 5  # polls (10 s) between safety-net checks of the VIPs held; netlink events do the real work
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # keepalived writes its data and stats files on these
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *FORWARDED_SIGNALS)
 
@@ -125,6 +126,7 @@ class Supervisor:
         self.fifo: NotifyFifoReader | None = None
         self.addresses = net.AddressWatcher(self._on_address_change, self._on_link_change)
         self._links_changed = False
+        self._next_poll = 0.0  # monotonic time of the loop's next poll
         self.hooks = NotifyHooks(
             settings.notify,
             settings.notify_master,
@@ -341,14 +343,14 @@ class Supervisor:
     # -- the loop -------------------------------------------------------------------------------------------------
 
     def _next_wait(self, now: float) -> float:
-        waits = [1.0]
+        waits = [self._next_poll - now]
         for moment in (self.debouncer.deadline(), self._restart_at, self._retry_at):
             if moment is not None:
                 waits.append(moment - now)
         return max(0.0, min(waits))
 
     def _loop(self) -> None:
-        next_poll = 0.0
+        self._next_poll = 0.0
         while self._stop_signal is None:
             signals = self.pipe.wait(self._next_wait(time.monotonic()))
             self._step("signals", self._handle_signals, signals)
@@ -362,8 +364,8 @@ class Supervisor:
             if self.debouncer.due(now) or due_retry:
                 self.debouncer.clear()
                 self._step("reconcile", self.reconcile)
-            if now >= next_poll or self._links_changed:
-                next_poll = now + 1.0
+            if now >= self._next_poll or self._links_changed:
+                self._next_poll = now + POLL_SECONDS
                 self._step("poll", self._poll)
 
     def _step(self, name: str, action: Callable[..., object], *args: Any) -> None:
@@ -491,8 +493,8 @@ class Supervisor:
             self.board.record_vips_held(instance.name, bool(net.held_vips(instance.interface, instance.vips)))
 
     def _poll(self) -> None:
-        """Once a second: re-created interfaces and the health of every part; every 10 s (a safety net for the
-        netlink address events) whether the VIPs are held."""
+        """Every POLL_SECONDS: the health of every part, split brain, re-created interfaces (when a link event said
+        so, and every 30 s); every 10 s (a safety net for the netlink address events) whether the VIPs are held."""
         plan = self._plan
         self.metrics.set_up(self.keepalived.pid is not None)
         self._polls += 1
