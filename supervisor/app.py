@@ -350,7 +350,6 @@ class Supervisor:
         return max(0.0, min(waits))
 
     def _loop(self) -> None:
-        self._next_poll = 0.0
         while self._stop_signal is None:
             signals = self.pipe.wait(self._next_wait(time.monotonic()))
             self._step("signals", self._handle_signals, signals)

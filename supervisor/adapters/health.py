@@ -5,8 +5,9 @@ a priority-0 advert and the peer takes over after its skew time). A health chang
 
 Probes run as asyncio tasks on a loop in their own thread, so a hung service never blocks anything: each probe is
 cut at its timeout and counts as a failure. (The listener lookup of a port probe is the one synchronous call on
-the loop: the kernel answers a sock_diag dump within the call, and its socket gives up after 1 s.) Docker events (die, stop, kill, pause, destroy, unhealthy) arrive from
-the watcher's thread and flip the verdict synchronously, before any probe could notice.
+the loop: the kernel answers a sock_diag dump within the call, and its socket gives up after 1 s.) Docker events
+(die, stop, kill, pause, destroy, unhealthy) arrive from the watcher's thread and flip the verdict synchronously,
+before any probe could notice.
 """
 
 from __future__ import annotations

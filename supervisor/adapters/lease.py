@@ -71,8 +71,6 @@ from supervisor.core.validate import VirtualAddress
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS = 2
-"""The lifetime given to a held VIP; the kernel's unit is a whole second, 1 is the shortest."""
 SOL_NETLINK = 270
 NETLINK_GET_STRICT_CHK = 12
 FOREVER = 0xFFFFFFFF

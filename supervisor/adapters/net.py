@@ -89,7 +89,7 @@ class NetlinkRequests:
 
 def interface_index(interface: str) -> int | None:
     """The kernel's index of the interface (None when there is none); a new index means the interface was deleted
-    and created again. One ioctl, not a netlink dump of every link: the VIP lease asks twice a second."""
+    and created again. One ioctl, not a netlink dump of every link: the VIP lease asks every second."""
     try:
         return socket.if_nametoindex(interface)
     except (OSError, ValueError):  # no such interface, or a name the kernel cannot hold
@@ -168,7 +168,7 @@ def host_facts(managed_vips: frozenset[IPAddress] = frozenset()) -> HostFacts:
 
 def address_set_changed(known: set[tuple[int, str, int]], messages: Iterable[object]) -> bool:
     """Fold netlink address events into `known` ((interface index, address, prefix)); True when an address came or
-    went. An RTM_NEWADDR for an address already known only changed its attributes: the VIP lease's renewals (twice a
+    went. An RTM_NEWADDR for an address already known only changed its attributes: the VIP lease's renewals (every
     second) are such events, and waking the supervisor for each would cost more than the renewals themselves."""
     changed = False
     for message in messages:
@@ -216,9 +216,8 @@ class AddressWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            known: set[tuple[int, str, int]] = (
-                set()
-            )  # addresses seen since the socket opened; the first sighting counts
+            # Addresses seen since the socket opened; the first sighting of each counts as a change.
+            known: set[tuple[int, str, int]] = set()
             try:
                 marshal = MarshalRtnl()
                 with netlink_socket(groups=RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_LINK) as sock:
